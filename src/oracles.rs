@@ -1,0 +1,347 @@
+//! Invariant checks over the engine's read-only view and event stream
+//! (MODEL.md, "Oracles"). Checked after every step and at the end of a run,
+//! in MODEL.md's order; the first that fires names the violation.
+
+use std::fmt;
+
+use bgfuzz_engine::{
+    task_name, AbortInfo, BgList, DirtyList, Engine, Errno, Event, ExtentState, Item, Key, Kind,
+    Origin, Status, MAX_TASKS,
+};
+
+/// A violation's stable name, used for deduplication and `expect` lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ViolationKind {
+    AbortEnoentOutsideCritical,
+    BgItemMissingAtCommit,
+    UnjustifiedAbort,
+    BgRefcount,
+    SpaceAccounting,
+    Deadlock,
+    WriteAfterAbort,
+}
+
+impl ViolationKind {
+    pub const ALL: [ViolationKind; 7] = [
+        ViolationKind::AbortEnoentOutsideCritical,
+        ViolationKind::BgItemMissingAtCommit,
+        ViolationKind::UnjustifiedAbort,
+        ViolationKind::BgRefcount,
+        ViolationKind::SpaceAccounting,
+        ViolationKind::Deadlock,
+        ViolationKind::WriteAfterAbort,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ViolationKind::AbortEnoentOutsideCritical => "abort-enoent-outside-critical",
+            ViolationKind::BgItemMissingAtCommit => "bg-item-missing-at-commit",
+            ViolationKind::UnjustifiedAbort => "unjustified-abort",
+            ViolationKind::BgRefcount => "bg-refcount",
+            ViolationKind::SpaceAccounting => "space-accounting",
+            ViolationKind::Deadlock => "deadlock",
+            ViolationKind::WriteAfterAbort => "write-after-abort",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+impl fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an oracle found: its kind, a one-paragraph explanation, and the
+/// abort behind it when there is one (for the kernel-style report).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: ViolationKind,
+    pub message: String,
+    pub abort: Option<AbortInfo>,
+}
+
+fn finding(kind: ViolationKind, message: String) -> Option<Finding> {
+    Some(Finding {
+        kind,
+        message,
+        abort: None,
+    })
+}
+
+/// The oracles' memory across steps.
+#[derive(Clone, Debug, Default)]
+pub struct Oracles {
+    /// The first aborted transaction, and the committed state then.
+    first_abort: Option<(u64, u64, u64)>,
+}
+
+impl Oracles {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Judges one step: the events it produced and the state after it.
+    pub fn after_step(&mut self, engine: &Engine, events: &[Event]) -> Option<Finding> {
+        for e in events {
+            if let Event::Abort(a) = e {
+                if self.first_abort.is_none() {
+                    let c = engine.committed();
+                    self.first_abort = Some((a.transid, c.roots_transid, c.generation));
+                }
+            }
+        }
+        let mut checks: [Option<Finding>; 7] = Default::default();
+        for e in events {
+            match e {
+                Event::Abort(a) => {
+                    if a.error.errno == Errno::ENOENT && !a.in_critical && checks[0].is_none() {
+                        checks[0] = Some(Finding {
+                            kind: ViolationKind::AbortEnoentOutsideCritical,
+                            message: format!(
+                                "transaction {} aborted with -ENOENT ({}) by task {} in {}, outside the commit's critical section: other writers could still hold handles whose new block groups have no item yet",
+                                a.transid,
+                                a.error.origin,
+                                task_name(a.task),
+                                a.stack.last().copied().unwrap_or("?")
+                            ),
+                            abort: Some(a.clone()),
+                        });
+                    }
+                    if a.error.origin == Origin::Model && checks[2].is_none() {
+                        checks[2] = Some(Finding {
+                            kind: ViolationKind::UnjustifiedAbort,
+                            message: format!(
+                                "transaction {} aborted with -{} in {} although no fault was injected",
+                                a.transid,
+                                a.error.errno,
+                                a.stack.last().copied().unwrap_or("?")
+                            ),
+                            abort: Some(a.clone()),
+                        });
+                    }
+                }
+                Event::RootsSwitched { transid } => {
+                    if checks[1].is_none() {
+                        checks[1] = check_items_at_commit(engine, *transid);
+                    }
+                    if checks[6].is_none() {
+                        checks[6] = self.check_write_after_abort(engine, *transid, "switched its commit roots");
+                    }
+                }
+                Event::SuperWritten { transid } if checks[6].is_none() => {
+                    checks[6] = self.check_write_after_abort(engine, *transid, "wrote its superblock");
+                }
+                Event::RefUnderflow { bg, site } if checks[3].is_none() => {
+                    checks[3] = finding(
+                        ViolationKind::BgRefcount,
+                        format!("{}: btrfs_put_block_group below zero in {site}", engine.bg(*bg).name()),
+                    );
+                }
+                Event::UseAfterFree { bg, site } if checks[3].is_none() => {
+                    checks[3] = finding(
+                        ViolationKind::BgRefcount,
+                        format!("{}: used after it was freed, in {site}", engine.bg(*bg).name()),
+                    );
+                }
+                _ => {}
+            }
+        }
+        checks[4] = check_space_accounting(engine);
+        checks[5] = check_deadlock(engine);
+        if checks[6].is_none() {
+            checks[6] = self.check_committed_after_abort(engine);
+        }
+        checks.into_iter().flatten().next()
+    }
+
+    /// The end of a run, all tasks done: also the refcounts of live bgs.
+    pub fn at_end(&mut self, engine: &Engine) -> Option<Finding> {
+        let refs = check_refcounts(engine);
+        let deadlock = check_deadlock(engine);
+        refs.or(deadlock)
+    }
+
+    fn check_write_after_abort(&self, engine: &Engine, transid: u64, what: &str) -> Option<Finding> {
+        let aborted = engine.transaction(transid).and_then(|t| t.aborted)?;
+        finding(
+            ViolationKind::WriteAfterAbort,
+            format!("transaction {transid} {what} after it was aborted with -{}", aborted.errno),
+        )
+    }
+
+    fn check_committed_after_abort(&self, engine: &Engine) -> Option<Finding> {
+        let (transid, roots, gen) = self.first_abort?;
+        let c = engine.committed();
+        if (c.roots_transid != roots && c.roots_transid >= transid) || (c.generation != gen && c.generation >= transid) {
+            return finding(
+                ViolationKind::WriteAfterAbort,
+                format!(
+                    "the committed state moved to transaction {} (generation {}) after transaction {transid} was aborted",
+                    c.roots_transid, c.generation
+                ),
+            );
+        }
+        None
+    }
+}
+
+/// Oracle 2: at `switch_commit_roots`, every bg created in a transaction
+/// <= this one and not removed has an item equal to it; removed bgs have
+/// none; the transaction's dirty and io lists are empty.
+fn check_items_at_commit(engine: &Engine, transid: u64) -> Option<Finding> {
+    for bg in engine.block_groups() {
+        let key = Key::block_group(bg.start, bg.len);
+        let item = engine.extent_tree().get(&key);
+        if bg.removed {
+            if item.is_some() {
+                return finding(
+                    ViolationKind::BgItemMissingAtCommit,
+                    format!("transaction {transid} committed an item for removed {}", bg.name()),
+                );
+            }
+            continue;
+        }
+        if bg.created_transid > transid {
+            continue;
+        }
+        match item {
+            None => {
+                return finding(
+                    ViolationKind::BgItemMissingAtCommit,
+                    format!(
+                        "transaction {transid} committed without the block group item of {} (created in transaction {}, {})",
+                        bg.name(),
+                        bg.created_transid,
+                        match bg.bg_list {
+                            BgList::NewBgs(t) => format!("still on task {}'s new_bgs", task_name(t)),
+                            _ => "not on any handle's new_bgs".to_string(),
+                        }
+                    ),
+                )
+            }
+            Some(Item::BlockGroup { used, flags, .. }) if *used != bg.used || *flags != bg.kind.flags() => {
+                return finding(
+                    ViolationKind::BgItemMissingAtCommit,
+                    format!(
+                        "transaction {transid} committed a stale item for {}: used {} flags {:#x}, in memory used {} flags {:#x}",
+                        bg.name(),
+                        used,
+                        flags,
+                        bg.used,
+                        bg.kind.flags()
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    let tr = engine.transaction(transid)?;
+    if !tr.dirty_bgs.is_empty() || !tr.io_bgs.is_empty() {
+        return finding(
+            ViolationKind::BgItemMissingAtCommit,
+            format!(
+                "transaction {transid} committed with {} bg(s) still on dirty_bgs and {} on io_bgs",
+                tr.dirty_bgs.len(),
+                tr.io_bgs.len()
+            ),
+        );
+    }
+    None
+}
+
+/// Oracle 4 at the end: a live bg's refs equal its list memberships.
+fn check_refcounts(engine: &Engine) -> Option<Finding> {
+    for bg in engine.block_groups() {
+        let want = if bg.freed { 0 } else { engine.expected_refs(bg) };
+        if bg.refs != want || (bg.refs == 0 && !bg.removed) {
+            let lists = format!(
+                "cache tree: {}, dirty_list: {}, unused_bgs: {}",
+                !bg.removed,
+                bg.dirty_list != DirtyList::None,
+                bg.bg_list == BgList::UnusedBgs
+            );
+            return finding(
+                ViolationKind::BgRefcount,
+                format!("{} holds {} ref(s), its lists account for {want} ({lists})", bg.name(), bg.refs),
+            );
+        }
+    }
+    None
+}
+
+/// Oracle 5: bg counters against the extents in them, space_info against
+/// its bgs.
+fn check_space_accounting(engine: &Engine) -> Option<Finding> {
+    let n = engine.block_groups().len();
+    let mut used = vec![0u64; n];
+    let mut reserved = vec![0u64; n];
+    for e in engine.extents() {
+        let Some(bg) = e.bg else { continue };
+        match e.state {
+            ExtentState::Reserved => reserved[bg.0 as usize] += e.len,
+            ExtentState::Allocated | ExtentState::Dropping => used[bg.0 as usize] += e.len,
+            _ => {}
+        }
+    }
+    for (i, bg) in engine.block_groups().iter().enumerate() {
+        if bg.used != used[i] || bg.reserved != reserved[i] || bg.used + bg.reserved > bg.len {
+            return finding(
+                ViolationKind::SpaceAccounting,
+                format!(
+                    "{}: used {} reserved {} (len {}), its extents account for used {} reserved {}",
+                    bg.name(),
+                    bg.used,
+                    bg.reserved,
+                    bg.len,
+                    used[i],
+                    reserved[i]
+                ),
+            );
+        }
+    }
+    for kind in Kind::ALL {
+        let si = engine.space_info(kind);
+        let (mut total, mut u, mut r) = (0, 0, 0);
+        for &id in &si.block_groups {
+            let bg = engine.bg(id);
+            total += bg.len;
+            u += bg.used;
+            r += bg.reserved;
+        }
+        if (si.total_bytes, si.bytes_used, si.bytes_reserved) != (total, u, r) {
+            return finding(
+                ViolationKind::SpaceAccounting,
+                format!(
+                    "space_info {kind}: total {} used {} reserved {}, its bgs sum to {total} {u} {r}",
+                    si.total_bytes, si.bytes_used, si.bytes_reserved
+                ),
+            );
+        }
+    }
+    None
+}
+
+/// Oracle 6: no task can take a step, no idle task holds a handle it could
+/// end, and some task is blocked.
+fn check_deadlock(engine: &Engine) -> Option<Finding> {
+    let mut blocked = Vec::new();
+    for t in 0..MAX_TASKS {
+        match engine.status(t) {
+            Status::Runnable => return None,
+            Status::Idle if engine.handle(t).is_some() => return None,
+            Status::Blocked(w) => blocked.push(format!("{} {w}", task_name(t))),
+            Status::Idle => {}
+        }
+    }
+    if blocked.is_empty() {
+        return None;
+    }
+    finding(
+        ViolationKind::Deadlock,
+        format!("no task can take a step: {}", blocked.join("; ")),
+    )
+}

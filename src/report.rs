@@ -1,0 +1,157 @@
+//! What a person reads: the annotated script, a timeline with one column per
+//! task, the violation in the kernel's words, and JSON for machines.
+
+use std::fmt::Write as _;
+
+use bgfuzz_engine::{task_name, AbortInfo, Errno, MAX_TASKS};
+use serde::Serialize;
+
+use crate::run::{describe, Run};
+use crate::scenario::{step_text, Action};
+
+/// The normalized script, each step annotated with what it did.
+pub fn annotated_script(run: &Run) -> String {
+    let notes: Vec<String> = run.steps.iter().map(|s| describe(run, s)).collect();
+    let mut scn = run.scenario.clone();
+    scn.variant = Some(run.variant);
+    scn.print_with(Some(&notes))
+}
+
+/// One column per task that took a step, one row per step.
+pub fn timeline(run: &Run) -> String {
+    let mut used = [false; MAX_TASKS];
+    for s in &run.steps {
+        used[s.step.task] = true;
+    }
+    let cols: Vec<usize> = (0..MAX_TASKS).filter(|&t| used[t]).collect();
+    const W: usize = 22;
+    let mut out = String::new();
+    let _ = write!(out, "{:>5} ", "step");
+    for &t in &cols {
+        let _ = write!(out, "| {:<W$}", task_name(t));
+    }
+    out.push('\n');
+    let _ = writeln!(out, "{}", "-".repeat(6 + cols.len() * (W + 2)));
+    for (i, s) in run.steps.iter().enumerate() {
+        let _ = write!(out, "{:>5} ", i + 1);
+        let cell = match s.step.action {
+            Action::Begin(op) => op.to_string(),
+            Action::Continue => format!("  .. {}", s.op),
+        };
+        let mark = match s.outcome {
+            bgfuzz_engine::StepOutcome::Blocked(_) => " [blocked]",
+            bgfuzz_engine::StepOutcome::Finished(Err(_)) => " [err]",
+            _ => "",
+        };
+        let abort = s
+            .events
+            .iter()
+            .any(|e| matches!(e, bgfuzz_engine::Event::Abort(_)));
+        let cell = format!("{cell}{mark}{}", if abort { " ABORT" } else { "" });
+        for &t in &cols {
+            let text = if t == s.step.task { cell.as_str() } else { "" };
+            let _ = write!(out, "| {text:<W$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn errno_text(e: Errno) -> &'static str {
+    // The strings of `btrfs_decode_error`.
+    match e {
+        Errno::ENOENT => "No such entry",
+        Errno::EIO => "IO failure",
+        Errno::ENOMEM => "Out of memory",
+        Errno::ENOSPC => "No space left",
+        Errno::EROFS => "Readonly filesystem",
+        Errno::EINVAL => "Invalid argument",
+    }
+}
+
+/// `btrfs_abort_transaction` as dmesg shows it.
+pub fn kernel_abort(a: &AbortInfo) -> String {
+    let func = a.stack.last().copied().unwrap_or("?");
+    let mut out = String::new();
+    let _ = writeln!(out, "BTRFS: Transaction aborted (error -{})", a.error.errno.code());
+    let _ = writeln!(out, "WARNING: at fs/btrfs/ in {func} (task {}, transaction {})", task_name(a.task), a.transid);
+    let _ = writeln!(out, "Call Trace:");
+    for f in a.stack.iter().rev() {
+        let _ = writeln!(out, " {f}");
+    }
+    let _ = writeln!(
+        out,
+        "BTRFS: error (device bgfuzz) in {func}: errno=-{} {}",
+        a.error.errno.code(),
+        errno_text(a.error.errno)
+    );
+    let _ = writeln!(out, "BTRFS info (device bgfuzz): forced readonly");
+    let _ = writeln!(
+        out,
+        "(error {}; the commit was {} the critical section)",
+        a.error.origin,
+        if a.in_critical { "inside" } else { "outside" }
+    );
+    out
+}
+
+/// The violation section, or `None` for a clean run.
+pub fn violation_report(run: &Run) -> Option<String> {
+    let v = run.violation.as_ref()?;
+    let mut out = String::new();
+    let where_ = match run.steps.get(v.step) {
+        Some(s) => format!("step {} (`{}`)", v.step + 1, step_text(&s.step)),
+        None => "the end of the run".to_string(),
+    };
+    let _ = writeln!(out, "VIOLATION {} at {where_}, variant {}", v.finding.kind, run.variant);
+    let _ = writeln!(out, "{}", v.finding.message);
+    if let Some(a) = &v.finding.abort {
+        out.push('\n');
+        out.push_str(&kernel_abort(a));
+    }
+    Some(out)
+}
+
+/// The full human report of `bgfuzz repro`.
+pub fn full(run: &Run) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# variant {}: {}", run.variant, run.variant.commit());
+    out.push_str(&annotated_script(run));
+    out.push('\n');
+    out.push_str(&timeline(run));
+    out.push('\n');
+    match violation_report(run) {
+        Some(v) => out.push_str(&v),
+        None => {
+            let _ = writeln!(out, "no violation ({} steps)", run.steps.len());
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+pub struct JsonViolation {
+    pub kind: String,
+    /// 1-based step number; `steps + 1` for a violation found at the end.
+    pub step: usize,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+pub struct JsonRun {
+    pub variant: String,
+    pub steps: usize,
+    pub violation: Option<JsonViolation>,
+}
+
+pub fn json(run: &Run) -> JsonRun {
+    JsonRun {
+        variant: run.variant.name().to_string(),
+        steps: run.steps.len(),
+        violation: run.violation.as_ref().map(|v| JsonViolation {
+            kind: v.finding.kind.name().to_string(),
+            step: v.step + 1,
+            message: v.finding.message.clone(),
+        }),
+    }
+}

@@ -1,0 +1,330 @@
+//! The runner: scheduler + engine + failpoints -> a [`Run`].
+//!
+//! A run is a pure function of its scenario and variant. The runner records
+//! the steps that actually ran, so any input (a loose fuzzer choice, a
+//! hand-written script that relies on implicit completion) comes out as a
+//! strict script that replays exactly.
+
+use bgfuzz_engine::{
+    task_name, Done, Engine, Event, ExtentState, Op, StepOutcome, Status, TaskId, UsageError,
+    Variant, MAX_TASKS,
+};
+use bgfuzz_failpoints::FailGuard;
+
+use crate::oracles::{Finding, Oracles};
+use crate::scenario::{Action, Scenario, Step};
+
+/// How the runner treats a step it cannot take as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A script: such a step is an error at its line.
+    Strict,
+    /// A generated scenario: such a step is mapped onto one that can run
+    /// (a `continue` for a blocked task goes to a runnable one, a `free`
+    /// names a live extent) or dropped.
+    Loose,
+}
+
+/// One step that ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RanStep {
+    pub step: Step,
+    /// The operation this step belongs to.
+    pub op: Op,
+    pub outcome: StepOutcome,
+    pub events: Vec<Event>,
+    /// Taken by the drain after the last line.
+    pub drain: bool,
+}
+
+/// The first violation of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub finding: Finding,
+    /// Index into [`Run::steps`] of the step after which it fired; equal to
+    /// `steps.len()` for one found at the end of the run.
+    pub step: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub variant: Variant,
+    /// The normalized scenario: the input's header and exactly the steps
+    /// that ran.
+    pub scenario: Scenario,
+    pub steps: Vec<RanStep>,
+    pub violation: Option<Violation>,
+    /// The engine as the run left it.
+    pub engine: Engine,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// A step that cannot run as written (strict mode).
+    #[error("{line}: {message}")]
+    Script { line: usize, message: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("this build has no failpoints (build with the `failpoints` feature)")]
+    NoFailpoints,
+    #[error("failpoints: {0}")]
+    Failpoints(String),
+}
+
+struct Runner {
+    engine: Engine,
+    oracles: Oracles,
+    mode: Mode,
+    steps: Vec<RanStep>,
+    /// The op in progress per task, for the record.
+    ops: [Option<Op>; MAX_TASKS],
+    violation: Option<Violation>,
+}
+
+/// Runs a scenario under a variant.
+pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, RunError> {
+    let armed = scenario.fails.iter().any(|p| p.injects());
+    if armed && !bgfuzz_failpoints::ENABLED {
+        return Err(RunError::NoFailpoints);
+    }
+    // Held for the whole run: fail-rs's registry is global.
+    let _guard = if armed {
+        Some(FailGuard::new(&scenario.fails).map_err(|e| RunError::Failpoints(e.to_string()))?)
+    } else {
+        None
+    };
+    let engine = Engine::new(scenario.config(), variant, armed).map_err(|e| RunError::Config(e.to_string()))?;
+    let mut r = Runner {
+        engine,
+        oracles: Oracles::new(),
+        mode,
+        steps: Vec::new(),
+        ops: [None; MAX_TASKS],
+        violation: None,
+    };
+    r.run_steps(&scenario.steps)?;
+    if r.violation.is_none() {
+        r.drain();
+    }
+    if r.violation.is_none() {
+        if let Some(finding) = r.oracles.at_end(&r.engine) {
+            r.violation = Some(Violation {
+                finding,
+                step: r.steps.len(),
+            });
+        }
+    }
+    let mut normalized = scenario.clone();
+    normalized.steps = r.steps.iter().map(|s| Step::new(s.step.task, s.step.action)).collect();
+    Ok(Run {
+        variant,
+        scenario: normalized,
+        steps: r.steps,
+        violation: r.violation,
+        engine: r.engine,
+    })
+}
+
+impl Runner {
+    fn script_error<T>(&self, line: usize, message: String) -> Result<T, RunError> {
+        Err(RunError::Script { line, message })
+    }
+
+    fn run_steps(&mut self, steps: &[Step]) -> Result<(), RunError> {
+        for step in steps {
+            if self.violation.is_some() {
+                break;
+            }
+            let t = step.task;
+            match step.action {
+                Action::Begin(op) => {
+                    // Implicit completion of the operation in progress.
+                    while self.violation.is_none() && self.engine.status(t) != Status::Idle {
+                        match self.engine.status(t) {
+                            Status::Blocked(w) => {
+                                if self.mode == Mode::Loose {
+                                    break;
+                                }
+                                return self.script_error(
+                                    step.line,
+                                    format!(
+                                        "`{}` begins an operation on task {} whose operation in progress ({}) blocks before it ends ({w})",
+                                        crate::scenario::step_text(step),
+                                        task_name(t),
+                                        self.ops[t].map(|o| o.to_string()).unwrap_or_default()
+                                    ),
+                                );
+                            }
+                            _ => self.take_step(t, Action::Continue, false, step.line)?,
+                        }
+                    }
+                    if self.violation.is_some() || self.engine.status(t) != Status::Idle {
+                        continue;
+                    }
+                    let op = match self.map_op(op) {
+                        Some(op) => op,
+                        None => continue,
+                    };
+                    self.take_step(t, Action::Begin(op), false, step.line)?;
+                }
+                Action::Continue => {
+                    let t = match self.engine.status(t) {
+                        Status::Runnable => t,
+                        status if self.mode == Mode::Loose => match self.next_runnable(t) {
+                            Some(u) => u,
+                            None => {
+                                let _ = status;
+                                continue;
+                            }
+                        },
+                        Status::Idle => {
+                            return self.script_error(
+                                step.line,
+                                format!("`continue` on task {}, which has no operation in progress", task_name(t)),
+                            )
+                        }
+                        Status::Blocked(w) => {
+                            return self.script_error(
+                                step.line,
+                                format!(
+                                    "`continue` on task {}, which is blocked in `{}` ({w})",
+                                    task_name(t),
+                                    self.ops[t].map(|o| o.to_string()).unwrap_or_default()
+                                ),
+                            )
+                        }
+                    };
+                    self.take_step(t, Action::Continue, false, step.line)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// In loose mode, a `free` names a live extent or is dropped.
+    fn map_op(&self, op: Op) -> Option<Op> {
+        let Op::Free { extent } = op else { return Some(op) };
+        if self.mode == Mode::Strict {
+            return Some(op);
+        }
+        let live: Vec<_> = self
+            .engine
+            .extents()
+            .iter()
+            .filter(|e| matches!(e.state, ExtentState::Reserved | ExtentState::Allocated))
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        let e = live[(extent.0 as usize).saturating_sub(1) % live.len()];
+        Some(Op::Free { extent: e.id })
+    }
+
+    /// The first runnable task after `t`, cyclically.
+    fn next_runnable(&self, t: TaskId) -> Option<TaskId> {
+        (1..=MAX_TASKS)
+            .map(|i| (t + i) % MAX_TASKS)
+            .find(|&u| self.engine.status(u) == Status::Runnable)
+    }
+
+    fn take_step(&mut self, t: TaskId, action: Action, drain: bool, line: usize) -> Result<(), RunError> {
+        let res = match action {
+            Action::Begin(op) => {
+                self.ops[t] = Some(op);
+                self.engine.begin(t, op)
+            }
+            Action::Continue => self.engine.step(t),
+        };
+        let outcome = match res {
+            Ok(o) => o,
+            Err(e) => return self.script_error(line, usage_message(&e)),
+        };
+        let op = self.ops[t].expect("a step belongs to an op");
+        if matches!(outcome, StepOutcome::Finished(_)) {
+            self.ops[t] = None;
+        }
+        let events: Vec<Event> = self.engine.drain_events().collect();
+        let finding = self.oracles.after_step(&self.engine, &events);
+        self.steps.push(RanStep {
+            step: Step { task: t, action, line },
+            op,
+            outcome,
+            events,
+            drain,
+        });
+        if let Some(finding) = finding {
+            self.violation = Some(Violation {
+                finding,
+                step: self.steps.len() - 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// After the last line: the lowest runnable task in progress steps;
+    /// when none, the lowest idle task holding a handle begins `end`.
+    fn drain(&mut self) {
+        while self.violation.is_none() {
+            let runnable = (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Runnable);
+            let r = if let Some(t) = runnable {
+                self.take_step(t, Action::Continue, true, 0)
+            } else if let Some(t) =
+                (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Idle && self.engine.handle(t).is_some())
+            {
+                self.take_step(t, Action::Begin(Op::End), true, 0)
+            } else {
+                break;
+            };
+            debug_assert!(r.is_ok(), "the drain only takes steps that can run");
+        }
+    }
+}
+
+fn usage_message(e: &UsageError) -> String {
+    match e {
+        UsageError::NoSuchExtent(x) => format!("`free {x}`: extent {x} does not exist yet"),
+        e => e.to_string(),
+    }
+}
+
+/// A short description of what a step did, for the annotated script.
+pub fn describe(run: &Run, s: &RanStep) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in &s.events {
+        let bg = |id| run.engine.bg(id).name();
+        match e {
+            Event::TransStarted { transid } => parts.push(format!("transaction {transid} starts")),
+            Event::BgCreated { bg: id, task } => parts.push(format!(
+                "phase 1: {} created, on {}.new_bgs, no item yet",
+                bg(*id),
+                task_name(*task)
+            )),
+            Event::BgItemInserted { bg: id } => parts.push(format!("phase 2: {} item inserted", bg(*id))),
+            Event::BgWritten { bg: id, .. } => parts.push(format!("write_one_cache_group: {}", bg(*id))),
+            Event::BgRequeued { bg: id } => parts.push(format!("{}: -ENOENT, re-queued for the critical section", bg(*id))),
+            Event::BgRemoved { bg: id } => parts.push(format!("{} removed", bg(*id))),
+            Event::Abort(a) => parts.push(format!("ABORT transaction {} (error -{})", a.transid, a.error.errno.code())),
+            Event::RootsSwitched { transid } => parts.push(format!("transaction {transid}: commit roots switched")),
+            Event::SuperWritten { transid } => parts.push(format!("superblock written, generation {transid}")),
+            Event::TransCleanedUp { transid } => parts.push(format!("cleanup_transaction {transid}")),
+            Event::RefUnderflow { bg: id, site } => parts.push(format!("{}: ref below zero in {site}", bg(*id))),
+            Event::UseAfterFree { bg: id, site } => parts.push(format!("{}: use after free in {site}", bg(*id))),
+        }
+    }
+    match s.outcome {
+        StepOutcome::Yielded => {}
+        StepOutcome::Blocked(w) => parts.push(format!("blocked: {w}")),
+        StepOutcome::Finished(Ok(d)) => match d {
+            Done::Handle { transid } => parts.push(format!("handle on transaction {transid}")),
+            Done::Extent { id, bg, .. } => parts.push(format!("-> {id} in {}", run.engine.bg(bg).name())),
+            Done::Committed { transid } => parts.push(format!("transaction {transid} committed")),
+            Done::Deleted { count } => parts.push(format!("{count} bg(s) deleted")),
+            Done::Freed { .. } | Done::RanRefs { .. } | Done::Ended => {}
+        },
+        StepOutcome::Finished(Err(e)) => parts.push(format!("returns -{}", e.errno)),
+    }
+    if s.drain {
+        parts.insert(0, "(drain)".to_string());
+    }
+    parts.join("; ")
+}
