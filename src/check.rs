@@ -83,7 +83,10 @@ pub fn check_file(path: &Path, report: &mut CheckReport) {
         Err(e) => return fail(report, format!("{}:{e}", path.display())),
     };
     if scn.expects.is_empty() {
-        return fail(report, format!("{}: no `expect` lines to check", path.display()));
+        return fail(
+            report,
+            format!("{}: no `expect` lines to check", path.display()),
+        );
     }
     for exp in &scn.expects {
         match run(&scn, exp.variant, Mode::Strict) {

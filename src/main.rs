@@ -12,7 +12,11 @@ use bgfuzz::scenario::Scenario;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bgfuzz", version, about = "Fuzz the btrfs v4.1 transaction/block-group model for the ff1f8250 race and its kin")]
+#[command(
+    name = "bgfuzz",
+    version,
+    about = "Fuzz the btrfs v4.1 transaction/block-group model for the ff1f8250 race and its kin"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +34,16 @@ enum Command {
         /// Print {"variant","steps","violation"} instead.
         #[arg(long)]
         json: bool,
+        /// Print only the normalized script (every step spelled out, the
+        /// drain included), to keep as a regression.
+        #[arg(long, conflicts_with = "json")]
+        print_script: bool,
+        /// Read the script as a fuzzer's loose input: a step that cannot run
+        /// as written is mapped onto one that can, or dropped, instead of
+        /// being an error. With --print-script this turns a sketch into a
+        /// strict script.
+        #[arg(long)]
+        loose: bool,
     },
     /// Replay scripts (files or directories of .scn) against their
     /// `expect` lines.
@@ -54,7 +68,13 @@ struct Invalid(String);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Repro { file, variant, json } => repro(&file, variant, json),
+        Command::Repro {
+            file,
+            variant,
+            json,
+            print_script,
+            loose,
+        } => repro(&file, variant, json, print_script, loose),
         Command::Check { paths } => check(&paths),
     };
     match result {
@@ -81,17 +101,30 @@ impl std::fmt::Debug for Invalid {
 }
 impl std::error::Error for Invalid {}
 
-fn repro(file: &PathBuf, variant: Option<Variant>, json: bool) -> anyhow::Result<ExitCode> {
+fn repro(
+    file: &PathBuf,
+    variant: Option<Variant>,
+    json: bool,
+    print_script: bool,
+    loose: bool,
+) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let scn = Scenario::parse(&bytes).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
     let variant = scn.variant_or(variant);
-    let r = run(&scn, variant, Mode::Strict).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
-    if json {
+    let mode = if loose { Mode::Loose } else { Mode::Strict };
+    let r = run(&scn, variant, mode).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
+    if print_script {
+        print!("{}", r.scenario.print());
+    } else if json {
         println!("{}", serde_json::to_string(&report::json(&r))?);
     } else {
         print!("{}", report::full(&r));
     }
-    Ok(if r.violation.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if r.violation.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -117,5 +150,9 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         failed,
         rep.errors.len()
     );
-    Ok(if rep.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if rep.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -5,8 +5,8 @@
 use std::fmt;
 
 use bgfuzz_engine::{
-    task_name, AbortInfo, BgList, DirtyList, Engine, Errno, Event, ExtentState, Item, Key, Kind,
-    Origin, Status, MAX_TASKS,
+    task_name, AbortInfo, BgList, DirtyList, Engine, Errno, Event, Item, Key, Kind, Origin, Status,
+    MAX_TASKS,
 };
 
 /// A violation's stable name, used for deduplication and `expect` lines.
@@ -129,22 +129,33 @@ impl Oracles {
                         checks[1] = check_items_at_commit(engine, *transid);
                     }
                     if checks[6].is_none() {
-                        checks[6] = self.check_write_after_abort(engine, *transid, "switched its commit roots");
+                        checks[6] = self.check_write_after_abort(
+                            engine,
+                            *transid,
+                            "switched its commit roots",
+                        );
                     }
                 }
                 Event::SuperWritten { transid } if checks[6].is_none() => {
-                    checks[6] = self.check_write_after_abort(engine, *transid, "wrote its superblock");
+                    checks[6] =
+                        self.check_write_after_abort(engine, *transid, "wrote its superblock");
                 }
                 Event::RefUnderflow { bg, site } if checks[3].is_none() => {
                     checks[3] = finding(
                         ViolationKind::BgRefcount,
-                        format!("{}: btrfs_put_block_group below zero in {site}", engine.bg(*bg).name()),
+                        format!(
+                            "{}: btrfs_put_block_group below zero in {site}",
+                            engine.bg(*bg).name()
+                        ),
                     );
                 }
                 Event::UseAfterFree { bg, site } if checks[3].is_none() => {
                     checks[3] = finding(
                         ViolationKind::BgRefcount,
-                        format!("{}: used after it was freed, in {site}", engine.bg(*bg).name()),
+                        format!(
+                            "{}: used after it was freed, in {site}",
+                            engine.bg(*bg).name()
+                        ),
                     );
                 }
                 _ => {}
@@ -165,18 +176,28 @@ impl Oracles {
         refs.or(deadlock)
     }
 
-    fn check_write_after_abort(&self, engine: &Engine, transid: u64, what: &str) -> Option<Finding> {
+    fn check_write_after_abort(
+        &self,
+        engine: &Engine,
+        transid: u64,
+        what: &str,
+    ) -> Option<Finding> {
         let aborted = engine.transaction(transid).and_then(|t| t.aborted)?;
         finding(
             ViolationKind::WriteAfterAbort,
-            format!("transaction {transid} {what} after it was aborted with -{}", aborted.errno),
+            format!(
+                "transaction {transid} {what} after it was aborted with -{}",
+                aborted.errno
+            ),
         )
     }
 
     fn check_committed_after_abort(&self, engine: &Engine) -> Option<Finding> {
         let (transid, roots, gen) = self.first_abort?;
         let c = engine.committed();
-        if (c.roots_transid != roots && c.roots_transid >= transid) || (c.generation != gen && c.generation >= transid) {
+        if (c.roots_transid != roots && c.roots_transid >= transid)
+            || (c.generation != gen && c.generation >= transid)
+        {
             return finding(
                 ViolationKind::WriteAfterAbort,
                 format!(
@@ -200,7 +221,10 @@ fn check_items_at_commit(engine: &Engine, transid: u64) -> Option<Finding> {
             if item.is_some() {
                 return finding(
                     ViolationKind::BgItemMissingAtCommit,
-                    format!("transaction {transid} committed an item for removed {}", bg.name()),
+                    format!(
+                        "transaction {transid} committed an item for removed {}",
+                        bg.name()
+                    ),
                 );
             }
             continue;
@@ -256,7 +280,11 @@ fn check_items_at_commit(engine: &Engine, transid: u64) -> Option<Finding> {
 /// Oracle 4 at the end: a live bg's refs equal its list memberships.
 fn check_refcounts(engine: &Engine) -> Option<Finding> {
     for bg in engine.block_groups() {
-        let want = if bg.freed { 0 } else { engine.expected_refs(bg) };
+        let want = if bg.freed {
+            0
+        } else {
+            engine.expected_refs(bg)
+        };
         if bg.refs != want || (bg.refs == 0 && !bg.removed) {
             let lists = format!(
                 "cache tree: {}, dirty_list: {}, unused_bgs: {}",
@@ -266,7 +294,11 @@ fn check_refcounts(engine: &Engine) -> Option<Finding> {
             );
             return finding(
                 ViolationKind::BgRefcount,
-                format!("{} holds {} ref(s), its lists account for {want} ({lists})", bg.name(), bg.refs),
+                format!(
+                    "{} holds {} ref(s), its lists account for {want} ({lists})",
+                    bg.name(),
+                    bg.refs
+                ),
             );
         }
     }
@@ -281,11 +313,8 @@ fn check_space_accounting(engine: &Engine) -> Option<Finding> {
     let mut reserved = vec![0u64; n];
     for e in engine.extents() {
         let Some(bg) = e.bg else { continue };
-        match e.state {
-            ExtentState::Reserved => reserved[bg.0 as usize] += e.len,
-            ExtentState::Allocated | ExtentState::Dropping => used[bg.0 as usize] += e.len,
-            _ => {}
-        }
+        used[bg.0 as usize] += e.used_bytes();
+        reserved[bg.0 as usize] += e.reserved_bytes();
     }
     for (i, bg) in engine.block_groups().iter().enumerate() {
         if bg.used != used[i] || bg.reserved != reserved[i] || bg.used + bg.reserved > bg.len {

@@ -73,8 +73,17 @@ fn errno_text(e: Errno) -> &'static str {
 pub fn kernel_abort(a: &AbortInfo) -> String {
     let func = a.stack.last().copied().unwrap_or("?");
     let mut out = String::new();
-    let _ = writeln!(out, "BTRFS: Transaction aborted (error -{})", a.error.errno.code());
-    let _ = writeln!(out, "WARNING: at fs/btrfs/ in {func} (task {}, transaction {})", task_name(a.task), a.transid);
+    let _ = writeln!(
+        out,
+        "BTRFS: Transaction aborted (error -{})",
+        a.error.errno.code()
+    );
+    let _ = writeln!(
+        out,
+        "WARNING: at fs/btrfs/ in {func} (task {}, transaction {})",
+        task_name(a.task),
+        a.transid
+    );
     let _ = writeln!(out, "Call Trace:");
     for f in a.stack.iter().rev() {
         let _ = writeln!(out, " {f}");
@@ -103,7 +112,11 @@ pub fn violation_report(run: &Run) -> Option<String> {
         Some(s) => format!("step {} (`{}`)", v.step + 1, step_text(&s.step)),
         None => "the end of the run".to_string(),
     };
-    let _ = writeln!(out, "VIOLATION {} at {where_}, variant {}", v.finding.kind, run.variant);
+    let _ = writeln!(
+        out,
+        "VIOLATION {} at {where_}, variant {}",
+        v.finding.kind, run.variant
+    );
     let _ = writeln!(out, "{}", v.finding.message);
     if let Some(a) = &v.finding.abort {
         out.push('\n');

@@ -6,7 +6,7 @@
 //! strict script that replays exactly.
 
 use bgfuzz_engine::{
-    task_name, Done, Engine, Event, ExtentState, Op, StepOutcome, Status, TaskId, UsageError,
+    task_name, Done, Engine, Event, ExtentState, Op, Status, StepOutcome, TaskId, UsageError,
     Variant, MAX_TASKS,
 };
 use bgfuzz_failpoints::FailGuard;
@@ -93,7 +93,8 @@ pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, Run
     } else {
         None
     };
-    let engine = Engine::new(scenario.config(), variant, armed).map_err(|e| RunError::Config(e.to_string()))?;
+    let engine = Engine::new(scenario.config(), variant, armed)
+        .map_err(|e| RunError::Config(e.to_string()))?;
     let mut r = Runner {
         engine,
         oracles: Oracles::new(),
@@ -115,7 +116,11 @@ pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, Run
         }
     }
     let mut normalized = scenario.clone();
-    normalized.steps = r.steps.iter().map(|s| Step::new(s.step.task, s.step.action)).collect();
+    normalized.steps = r
+        .steps
+        .iter()
+        .map(|s| Step::new(s.step.task, s.step.action))
+        .collect();
     Ok(Run {
         variant,
         scenario: normalized,
@@ -180,7 +185,10 @@ impl Runner {
                         Status::Idle => {
                             return self.script_error(
                                 step.line,
-                                format!("`continue` on task {}, which has no operation in progress", task_name(t)),
+                                format!(
+                                    "`continue` on task {}, which has no operation in progress",
+                                    task_name(t)
+                                ),
                             )
                         }
                         Status::Blocked(w) => {
@@ -203,7 +211,9 @@ impl Runner {
 
     /// In loose mode, a `free` names a live extent or is dropped.
     fn map_op(&self, op: Op) -> Option<Op> {
-        let Op::Free { extent } = op else { return Some(op) };
+        let Op::Free { extent } = op else {
+            return Some(op);
+        };
         if self.mode == Mode::Strict {
             return Some(op);
         }
@@ -227,7 +237,13 @@ impl Runner {
             .find(|&u| self.engine.status(u) == Status::Runnable)
     }
 
-    fn take_step(&mut self, t: TaskId, action: Action, drain: bool, line: usize) -> Result<(), RunError> {
+    fn take_step(
+        &mut self,
+        t: TaskId,
+        action: Action,
+        drain: bool,
+        line: usize,
+    ) -> Result<(), RunError> {
         let res = match action {
             Action::Begin(op) => {
                 self.ops[t] = Some(op);
@@ -246,7 +262,11 @@ impl Runner {
         let events: Vec<Event> = self.engine.drain_events().collect();
         let finding = self.oracles.after_step(&self.engine, &events);
         self.steps.push(RanStep {
-            step: Step { task: t, action, line },
+            step: Step {
+                task: t,
+                action,
+                line,
+            },
             op,
             outcome,
             events,
@@ -268,8 +288,8 @@ impl Runner {
             let runnable = (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Runnable);
             let r = if let Some(t) = runnable {
                 self.take_step(t, Action::Continue, true, 0)
-            } else if let Some(t) =
-                (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Idle && self.engine.handle(t).is_some())
+            } else if let Some(t) = (0..MAX_TASKS)
+                .find(|&t| self.engine.status(t) == Status::Idle && self.engine.handle(t).is_some())
             {
                 self.take_step(t, Action::Begin(Op::End), true, 0)
             } else {
@@ -299,16 +319,38 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
                 bg(*id),
                 task_name(*task)
             )),
-            Event::BgItemInserted { bg: id } => parts.push(format!("phase 2: {} item inserted", bg(*id))),
-            Event::BgWritten { bg: id, .. } => parts.push(format!("write_one_cache_group: {}", bg(*id))),
-            Event::BgRequeued { bg: id } => parts.push(format!("{}: -ENOENT, re-queued for the critical section", bg(*id))),
+            Event::BgItemInserted { bg: id } => {
+                parts.push(format!("phase 2: {} item inserted", bg(*id)))
+            }
+            Event::BgDirtied { bg: id } => parts.push(format!("{} onto dirty_bgs", bg(*id))),
+            Event::BgWritten { bg: id, .. } => {
+                parts.push(format!("write_one_cache_group: {}", bg(*id)))
+            }
+            Event::BgRequeued { bg: id } => parts.push(format!(
+                "{}: -ENOENT, re-queued for the critical section",
+                bg(*id)
+            )),
             Event::BgRemoved { bg: id } => parts.push(format!("{} removed", bg(*id))),
-            Event::Abort(a) => parts.push(format!("ABORT transaction {} (error -{})", a.transid, a.error.errno.code())),
-            Event::RootsSwitched { transid } => parts.push(format!("transaction {transid}: commit roots switched")),
-            Event::SuperWritten { transid } => parts.push(format!("superblock written, generation {transid}")),
-            Event::TransCleanedUp { transid } => parts.push(format!("cleanup_transaction {transid}")),
-            Event::RefUnderflow { bg: id, site } => parts.push(format!("{}: ref below zero in {site}", bg(*id))),
-            Event::UseAfterFree { bg: id, site } => parts.push(format!("{}: use after free in {site}", bg(*id))),
+            Event::Abort(a) => parts.push(format!(
+                "ABORT transaction {} (error -{})",
+                a.transid,
+                a.error.errno.code()
+            )),
+            Event::RootsSwitched { transid } => {
+                parts.push(format!("transaction {transid}: commit roots switched"))
+            }
+            Event::SuperWritten { transid } => {
+                parts.push(format!("superblock written, generation {transid}"))
+            }
+            Event::TransCleanedUp { transid } => {
+                parts.push(format!("cleanup_transaction {transid}"))
+            }
+            Event::RefUnderflow { bg: id, site } => {
+                parts.push(format!("{}: ref below zero in {site}", bg(*id)))
+            }
+            Event::UseAfterFree { bg: id, site } => {
+                parts.push(format!("{}: use after free in {site}", bg(*id)))
+            }
         }
     }
     match s.outcome {
@@ -316,7 +358,9 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
         StepOutcome::Blocked(w) => parts.push(format!("blocked: {w}")),
         StepOutcome::Finished(Ok(d)) => match d {
             Done::Handle { transid } => parts.push(format!("handle on transaction {transid}")),
-            Done::Extent { id, bg, .. } => parts.push(format!("-> {id} in {}", run.engine.bg(bg).name())),
+            Done::Extent { id, bg, .. } => {
+                parts.push(format!("-> {id} in {}", run.engine.bg(bg).name()))
+            }
             Done::Committed { transid } => parts.push(format!("transaction {transid} committed")),
             Done::Deleted { count } => parts.push(format!("{count} bg(s) deleted")),
             Done::Freed { .. } | Done::RanRefs { .. } | Done::Ended => {}

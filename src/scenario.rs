@@ -5,7 +5,9 @@
 
 use std::fmt::Write as _;
 
-use bgfuzz_engine::{fmt_size, task_name, Config, Engine, ExtentId, Kind, Op, TaskId, Variant, MAX_TASKS, SZ_4K};
+use bgfuzz_engine::{
+    fmt_size, task_name, Config, Engine, ExtentId, Kind, Op, TaskId, Variant, MAX_TASKS, SZ_4K,
+};
 use bgfuzz_failpoints::{FaultPlan, Site};
 
 use crate::oracles::ViolationKind;
@@ -19,7 +21,7 @@ pub enum Action {
 
 /// One step line. `line` is where it stood in its script (0 when the step
 /// was generated); it is not part of the scenario's identity.
-#[derive(Clone, Copy, Debug, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Eq)]
 pub struct Step {
     pub task: TaskId,
     pub action: Action,
@@ -28,13 +30,23 @@ pub struct Step {
 
 impl PartialEq for Step {
     fn eq(&self, other: &Self) -> bool {
-        self.task == other.task && self.action == other.action
+        (self.task, self.action) == (other.task, other.action)
+    }
+}
+
+impl std::hash::Hash for Step {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.task, self.action).hash(state);
     }
 }
 
 impl Step {
     pub fn new(task: TaskId, action: Action) -> Self {
-        Step { task, action, line: 0 }
+        Step {
+            task,
+            action,
+            line: 0,
+        }
     }
 }
 
@@ -150,7 +162,8 @@ impl Scenario {
                 if self.fails.iter().any(|p| p.site == site) {
                     return err(line, format!("second `fail` line for {site}"));
                 }
-                let plan = FaultPlan::parse(site, config).or_else(|e| err(line, format!("fail {site}: {e}")))?;
+                let plan = FaultPlan::parse(site, config)
+                    .or_else(|e| err(line, format!("fail {site}: {e}")))?;
                 self.fails.push(plan);
             }
             "expect" => {
@@ -268,9 +281,14 @@ pub fn parse_size(s: &str, line: usize) -> Result<u64, ParseError> {
         _ => (s, 0),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return err(line, format!("bad size `{s}`: expected bytes with an optional K, M or G suffix"));
+        return err(
+            line,
+            format!("bad size `{s}`: expected bytes with an optional K, M or G suffix"),
+        );
     }
-    let n: u64 = digits.parse().or_else(|_| err(line, format!("size `{s}` is too large")))?;
+    let n: u64 = digits
+        .parse()
+        .or_else(|_| err(line, format!("size `{s}` is too large")))?;
     let bytes = n
         .checked_mul(1u64 << shift)
         .filter(|b| *b <= 1u64 << 50)
@@ -278,15 +296,21 @@ pub fn parse_size(s: &str, line: usize) -> Result<u64, ParseError> {
             line,
             message: format!("size `{s}` is too large (at most 1P)"),
         })?;
-    if bytes == 0 || bytes % SZ_4K != 0 {
-        return err(line, format!("size `{s}` must be a non-zero multiple of 4K"));
+    if bytes == 0 || !bytes.is_multiple_of(SZ_4K) {
+        return err(
+            line,
+            format!("size `{s}` must be a non-zero multiple of 4K"),
+        );
     }
     Ok(bytes)
 }
 
 fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
     let Some((t, rest)) = text.split_once(':') else {
-        return err(line, format!("unknown line `{text}`: expected a header or `T: OP`"));
+        return err(
+            line,
+            format!("unknown line `{text}`: expected a header or `T: OP`"),
+        );
     };
     let t = t.trim();
     let task = match t.as_bytes() {
@@ -298,7 +322,10 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
     let args: Vec<&str> = args.split_whitespace().collect();
     let want = |n: usize| -> Result<(), ParseError> {
         if args.len() != n {
-            return err(line, format!("`{op}` takes {n} argument(s), got {}", args.len()));
+            return err(
+                line,
+                format!("`{op}` takes {n} argument(s), got {}", args.len()),
+            );
         }
         Ok(())
     };

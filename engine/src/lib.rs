@@ -26,8 +26,13 @@ enum Pc {
         /// Step 2: phase 1 already made a bg for this request.
         retry: bool,
     },
-    RunRefs,
-    End,
+    RunRefs {
+        count: u32,
+    },
+    /// `started`: the `trans_end` failpoint and the abort check ran.
+    End {
+        started: bool,
+    },
     Commit(CommitPc),
     /// Step 4 of a commit another task started: no handle, just a wait.
     WaitCommit(u64),
@@ -90,10 +95,7 @@ const STACK_START_DIRTY_WRITE: &[&str] = &[
     "btrfs_start_dirty_block_groups",
     "write_one_cache_group",
 ];
-const STACK_START_DIRTY: &[&str] = &[
-    "btrfs_commit_transaction",
-    "btrfs_start_dirty_block_groups",
-];
+const STACK_START_DIRTY: &[&str] = &["btrfs_commit_transaction", "btrfs_start_dirty_block_groups"];
 const STACK_WRITE_DIRTY_WRITE: &[&str] = &[
     "btrfs_commit_transaction",
     "commit_cowonly_roots",
@@ -145,7 +147,7 @@ pub const FIRST_TRANSID: u64 = 2;
 const DEV_RESERVED: u64 = SZ_1M;
 
 fn check_aligned(what: &'static str, size: u64) -> Result<(), ConfigError> {
-    if size == 0 || size % SZ_4K != 0 {
+    if size == 0 || !size.is_multiple_of(SZ_4K) {
         return Err(ConfigError::NotAligned { what, size });
     }
     Ok(())
@@ -154,7 +156,11 @@ fn check_aligned(what: &'static str, size: u64) -> Result<(), ConfigError> {
 impl Engine {
     /// A freshly made filesystem: one bg of each kind, committed at
     /// generation 1, no transaction running.
-    pub fn new(config: Config, variant: Variant, failpoints_armed: bool) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: Config,
+        variant: Variant,
+        failpoints_armed: bool,
+    ) -> Result<Self, ConfigError> {
         check_aligned("device", config.device_size)?;
         for kind in Kind::ALL {
             check_aligned(kind.name(), config.chunk(kind))?;
@@ -231,7 +237,9 @@ impl Engine {
         &self.extents
     }
     pub fn extent(&self, id: ExtentId) -> Option<&Extent> {
-        (id.0 as usize).checked_sub(1).and_then(|i| self.extents.get(i))
+        (id.0 as usize)
+            .checked_sub(1)
+            .and_then(|i| self.extents.get(i))
     }
     pub fn transactions(&self) -> &[Transaction] {
         &self.transactions
@@ -321,7 +329,9 @@ impl Engine {
             Op::Free { extent } => {
                 // A name that does not exist is a script error, checked
                 // before the handle, so a bad script never half-runs.
-                let e = self.extent(extent).ok_or(UsageError::NoSuchExtent(extent))?;
+                let e = self
+                    .extent(extent)
+                    .ok_or(UsageError::NoSuchExtent(extent))?;
                 match e.state {
                     ExtentState::Failed => return Err(UsageError::FailedExtent(extent)),
                     ExtentState::Pending => return Err(UsageError::PendingExtent(extent)),
@@ -336,7 +346,11 @@ impl Engine {
                 if self.fs_error {
                     return erofs();
                 }
-                let transid = self.tasks[task].handle.as_ref().map(|h| h.transid).unwrap_or(0);
+                let transid = self.tasks[task]
+                    .handle
+                    .as_ref()
+                    .map(|h| h.transid)
+                    .unwrap_or(0);
                 self.extents[extent.0 as usize - 1].state = ExtentState::Dropping;
                 self.trans_mut(transid).delayed_refs.push_back(DelayedRef {
                     extent,
@@ -354,6 +368,7 @@ impl Engine {
                     start: 0,
                     len: size,
                     state: ExtentState::Failed,
+                    added: false,
                 });
                 if !has_handle {
                     return einval();
@@ -371,8 +386,8 @@ impl Engine {
             }
             Op::RunDelayedRefs | Op::End | Op::Commit if !has_handle => return einval(),
             Op::RunDelayedRefs if self.fs_error => return erofs(),
-            Op::RunDelayedRefs => Pc::RunRefs,
-            Op::End => Pc::End,
+            Op::RunDelayedRefs => Pc::RunRefs { count: 0 },
+            Op::End => Pc::End { started: false },
             Op::Commit => Pc::Commit(CommitPc::Begin),
         };
         self.tasks[task].pc = Some(pc);
@@ -403,8 +418,8 @@ impl Engine {
                 size,
                 retry,
             } => self.step_alloc(task, ext, kind, size, retry),
-            Pc::RunRefs => self.step_run_refs(task),
-            Pc::End => self.step_end(task),
+            Pc::RunRefs { count } => self.step_run_refs(task, count),
+            Pc::End { started } => self.step_end(task, started),
             Pc::Commit(c) => self.step_commit(task, c),
             Pc::WaitCommit(transid) => self.commit_wait_other(transid),
             Pc::DeleteUnused(d) => self.step_delete_unused(task, d),
@@ -436,7 +451,11 @@ impl Engine {
         &mut self.bgs[id.0 as usize]
     }
     fn handle_transid(&self, task: TaskId) -> u64 {
-        self.tasks[task].handle.as_ref().expect("op needs a handle").transid
+        self.tasks[task]
+            .handle
+            .as_ref()
+            .expect("op needs a handle")
+            .transid
     }
 
     fn btrfs_get_block_group(&mut self, id: BgId, site: &'static str) {
@@ -487,7 +506,11 @@ impl Engine {
 
     /// `join_transaction` + `start_transaction`: `Err(wait)` when the
     /// running transaction's state blocks this type.
-    fn join_transaction(&mut self, task: TaskId, ty: TransType) -> Result<Result<u64, Error>, Wait> {
+    fn join_transaction(
+        &mut self,
+        task: TaskId,
+        ty: TransType,
+    ) -> Result<Result<u64, Error>, Wait> {
         if self.fs_error {
             return Ok(Err(Error::model(Errno::EROFS)));
         }
@@ -575,12 +598,7 @@ impl Engine {
         }
         self.dev_extents.insert(cursor, len);
         // Logical start just past the highest chunk's end.
-        let start = self
-            .bgs
-            .iter()
-            .map(|b| b.end())
-            .max()
-            .unwrap_or(SZ_1M);
+        let start = self.bgs.iter().map(|b| b.end()).max().unwrap_or(SZ_1M);
         let id = BgId(self.bgs.len() as u32);
         let mut free_space = BTreeMap::new();
         free_space.insert(start, len);
@@ -679,7 +697,13 @@ impl Engine {
     }
 
     /// First-fit in the bgs of `kind`, in cache-tree order, skipping ro ones.
-    fn find_free_extent(&mut self, ext: ExtentId, kind: Kind, size: u64, transid: u64) -> Option<Done> {
+    fn find_free_extent(
+        &mut self,
+        ext: ExtentId,
+        kind: Kind,
+        size: u64,
+        transid: u64,
+    ) -> Option<Done> {
         let found = self.cache_tree.values().find_map(|&id| {
             let bg = &self.bgs[id.0 as usize];
             if bg.kind != kind || bg.ro {
@@ -805,7 +829,11 @@ impl Engine {
                 bg.used += e.len;
                 self.extent_tree
                     .insert(Key::extent(e.start, e.len), Item::Extent { refs: 1 });
-                self.extents[r.extent.0 as usize - 1].state = ExtentState::Allocated;
+                let x = &mut self.extents[r.extent.0 as usize - 1];
+                x.added = true;
+                if x.state == ExtentState::Reserved {
+                    x.state = ExtentState::Allocated;
+                }
             }
             RefAction::Drop => {
                 si.bytes_used -= e.len;
@@ -821,6 +849,7 @@ impl Engine {
             self.bgm(id).dirty_list = DirtyList::DirtyBgs(transid);
             self.trans_mut(transid).dirty_bgs.push_back(id);
             self.btrfs_get_block_group(id, "update_block_group");
+            self.events.push(Event::BgDirtied { bg: id });
         }
         let bg = self.bg(id);
         if r.action == RefAction::Drop && bg.used == 0 && bg.bg_list == BgList::None {
@@ -841,29 +870,40 @@ impl Engine {
         }
     }
 
-    fn step_run_refs(&mut self, task: TaskId) -> (Option<Pc>, StepOutcome) {
+    fn step_run_refs(&mut self, task: TaskId, mut count: u32) -> (Option<Pc>, StepOutcome) {
         let transid = self.handle_transid(task);
         if self.fs_error {
             return (None, StepOutcome::Finished(Err(Error::model(Errno::EROFS))));
         }
         if let Some(r) = self.trans_mut(transid).delayed_refs.pop_front() {
             self.run_one_delayed_ref(transid, r);
+            count += 1;
         }
         if self.trans(transid).delayed_refs.is_empty() {
-            (None, StepOutcome::Finished(Ok(Done::RanRefs { count: 0 })))
+            (None, StepOutcome::Finished(Ok(Done::RanRefs { count })))
         } else {
-            (Some(Pc::RunRefs), StepOutcome::Yielded)
+            (Some(Pc::RunRefs { count }), StepOutcome::Yielded)
         }
     }
 
     /// `__btrfs_end_transaction`: phase 2, one bg a step, then release.
-    fn step_end(&mut self, task: TaskId) -> (Option<Pc>, StepOutcome) {
+    fn step_end(&mut self, task: TaskId, started: bool) -> (Option<Pc>, StepOutcome) {
         let transid = self.handle_transid(task);
-        let pending = !self.tasks[task].handle.as_ref().expect("handle").new_bgs.is_empty();
+        let pending = !self.tasks[task]
+            .handle
+            .as_ref()
+            .expect("handle")
+            .new_bgs
+            .is_empty();
         if pending {
+            let fault = if started {
+                None
+            } else {
+                self.failpoint(Site::TransEnd)
+            };
             if self.fs_error {
                 self.unlink_new_bgs(task);
-            } else if let Some(err) = self.failpoint(Site::TransEnd) {
+            } else if let Some(err) = fault {
                 self.btrfs_abort_transaction(task, transid, err, STACK_END);
                 self.unlink_new_bgs(task);
             } else {
@@ -871,9 +911,14 @@ impl Engine {
                 if self.trans(transid).aborted.is_some() {
                     self.unlink_new_bgs(task);
                 }
-                let more = !self.tasks[task].handle.as_ref().expect("handle").new_bgs.is_empty();
+                let more = !self.tasks[task]
+                    .handle
+                    .as_ref()
+                    .expect("handle")
+                    .new_bgs
+                    .is_empty();
                 if more {
-                    return (Some(Pc::End), StepOutcome::Yielded);
+                    return (Some(Pc::End { started: true }), StepOutcome::Yielded);
                 }
             }
         }
@@ -907,7 +952,10 @@ impl Engine {
         let ret = self.write_one_cache_group(id);
         let mut ok = true;
         match (ret, self.variant) {
-            (Ok(()), _) => self.events.push(Event::BgWritten { bg: id, critical: false }),
+            (Ok(()), _) => self.events.push(Event::BgWritten {
+                bg: id,
+                critical: false,
+            }),
             (Err(err), Variant::BugFf1f8250) => {
                 // 1bbc621ef: write_one_cache_group aborts itself.
                 self.btrfs_abort_transaction(task, transid, err, STACK_START_DIRTY_WRITE);
@@ -958,7 +1006,10 @@ impl Engine {
             let ret = self.write_one_cache_group(id);
             self.btrfs_put_block_group(id, "btrfs_write_dirty_block_groups");
             match ret {
-                Ok(()) => self.events.push(Event::BgWritten { bg: id, critical: true }),
+                Ok(()) => self.events.push(Event::BgWritten {
+                    bg: id,
+                    critical: true,
+                }),
                 Err(err) => {
                     let stack = match self.variant {
                         Variant::BugFf1f8250 => STACK_WRITE_DIRTY_WRITE,
@@ -1134,7 +1185,10 @@ impl Engine {
     fn step_delete_unused(&mut self, task: TaskId, mut d: DelPc) -> (Option<Pc>, StepOutcome) {
         if d.current.is_none() {
             let Some(id) = self.unused_bgs.pop_front() else {
-                return (None, StepOutcome::Finished(Ok(Done::Deleted { count: d.count })));
+                return (
+                    None,
+                    StepOutcome::Finished(Ok(Done::Deleted { count: d.count })),
+                );
             };
             self.bgm(id).bg_list = BgList::None;
             let bg = self.bg(id);
@@ -1172,7 +1226,10 @@ impl Engine {
 
     fn delete_unused_next(&mut self, d: DelPc) -> (Option<Pc>, StepOutcome) {
         if self.unused_bgs.is_empty() {
-            (None, StepOutcome::Finished(Ok(Done::Deleted { count: d.count })))
+            (
+                None,
+                StepOutcome::Finished(Ok(Done::Deleted { count: d.count })),
+            )
         } else {
             (Some(Pc::DeleteUnused(d)), StepOutcome::Yielded)
         }
@@ -1208,7 +1265,11 @@ impl Engine {
         self.events.push(Event::BgRemoved { bg: id });
         // The cache tree's ref (the lookup ref is taken and put here too).
         self.btrfs_put_block_group(id, "btrfs_remove_block_group");
-        if self.extent_tree.remove(&Key::block_group(start, len)).is_none() {
+        if self
+            .extent_tree
+            .remove(&Key::block_group(start, len))
+            .is_none()
+        {
             self.btrfs_abort_transaction(task, transid, Error::model(Errno::EIO), STACK_REMOVE);
         }
     }

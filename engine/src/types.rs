@@ -77,7 +77,7 @@ impl fmt::Display for Kind {
 /// `1312M`, `4K`), the form scripts use.
 pub fn fmt_size(bytes: u64) -> String {
     for (unit, suffix) in [(SZ_1G, "G"), (SZ_1M, "M"), (1024, "K")] {
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{}", bytes / unit, suffix);
         }
     }
@@ -339,6 +339,25 @@ pub struct Extent {
     pub start: u64,
     pub len: u64,
     pub state: ExtentState,
+    /// Its "add" ref ran (it may be freed before that happens).
+    pub added: bool,
+}
+
+impl Extent {
+    /// Bytes it holds in its bg's `used` (add ran, drop not yet).
+    pub fn used_bytes(&self) -> u64 {
+        match self.state {
+            ExtentState::Allocated | ExtentState::Dropping if self.added => self.len,
+            _ => 0,
+        }
+    }
+    /// Bytes it holds in its bg's `reserved` (reserved, add not yet run).
+    pub fn reserved_bytes(&self) -> u64 {
+        match self.state {
+            ExtentState::Reserved | ExtentState::Dropping if !self.added => self.len,
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -545,6 +564,10 @@ pub enum Event {
     },
     /// Phase 2: the bg item (and chunk item) inserted.
     BgItemInserted {
+        bg: BgId,
+    },
+    /// `update_block_group` put the bg on `dirty_bgs`.
+    BgDirtied {
         bg: BgId,
     },
     /// `write_one_cache_group` wrote the item.

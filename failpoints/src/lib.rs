@@ -211,7 +211,9 @@ pub enum FailpointError {
         errno: Errno,
         allowed: String,
     },
-    #[error("probability actions (`{0}`) are not deterministic; use a count such as `1*return(EIO)`")]
+    #[error(
+        "probability actions (`{0}`) are not deterministic; use a count such as `1*return(EIO)`"
+    )]
     Probability(String),
     #[error("bad failpoint action `{action}`: {why}")]
     BadAction { action: String, why: String },
@@ -245,7 +247,9 @@ impl FaultPlan {
 
     /// True if some action can inject a fault.
     pub fn injects(&self) -> bool {
-        self.actions.iter().any(|a| matches!(a.task, Task::Return(_)))
+        self.actions
+            .iter()
+            .any(|a| matches!(a.task, Task::Return(_)))
     }
 }
 
@@ -358,7 +362,7 @@ pub fn eval(site: Site) -> Option<Error> {
 
 #[allow(unused_variables)]
 fn eval_raw(name: &str) -> Option<Option<String>> {
-    fail::fail_point!(name, |arg| Some(arg));
+    fail::fail_point!(name, Some);
     None
 }
 
