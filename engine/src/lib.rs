@@ -1290,8 +1290,8 @@ impl Engine {
         &mut self.space_info[kind.index()]
     }
     #[cfg(feature = "testing")]
-    pub fn testing_push_event(&mut self, e: Event) {
-        self.events.push(e);
+    pub fn testing_trans_mut(&mut self, transid: u64) -> &mut Transaction {
+        self.trans_mut(transid)
     }
     #[cfg(feature = "testing")]
     pub fn testing_committed_mut(&mut self) -> &mut Committed {

@@ -1,0 +1,207 @@
+//! Every oracle fires on a state or run that breaks it: none is vacuous.
+//! States that a correct engine never reaches are made with the engine's
+//! `testing` hooks.
+
+use bgfuzz::engine::{
+    BgId, Config, Engine, Errno, Error, Event, Kind, Op, StepOutcome, Status, Variant,
+};
+use bgfuzz::oracles::{Oracles, ViolationKind};
+use bgfuzz::run::{run, Mode};
+use bgfuzz::scenario::Scenario;
+
+const A: usize = 0;
+const B: usize = 1;
+
+fn engine() -> Engine {
+    Engine::new(Config::default(), Variant::Fixed, false).unwrap()
+}
+
+/// Runs an operation to its end (or until it blocks), judging every step.
+fn op(e: &mut Engine, o: &mut Oracles, t: usize, op: Op) -> Option<ViolationKind> {
+    let mut out = e.begin(t, op).unwrap();
+    loop {
+        let ev: Vec<Event> = e.drain_events().collect();
+        if let Some(f) = o.after_step(e, &ev) {
+            return Some(f.kind);
+        }
+        match out {
+            StepOutcome::Yielded if e.status(t) == Status::Runnable => out = e.step(t).unwrap(),
+            _ => return None,
+        }
+    }
+}
+
+fn data_bg(e: &Engine) -> BgId {
+    e.block_groups().iter().find(|b| b.kind == Kind::Data).unwrap().id
+}
+
+#[test]
+fn kind_names_round_trip() {
+    for k in ViolationKind::ALL {
+        assert_eq!(ViolationKind::parse(k.name()), Some(k));
+    }
+}
+
+#[test]
+fn abort_enoent_outside_critical_fires_on_the_seed_race() {
+    let s = Scenario::parse(&std::fs::read("corpus/scripts/seed-race.scn").unwrap()).unwrap();
+    let r = run(&s, Variant::BugFf1f8250, Mode::Strict).unwrap();
+    let v = r.violation.unwrap();
+    assert_eq!(v.finding.kind, ViolationKind::AbortEnoentOutsideCritical);
+    let a = v.finding.abort.unwrap();
+    assert_eq!(a.error, Error::model(Errno::ENOENT));
+    assert!(!a.in_critical);
+    assert_eq!(a.stack.last(), Some(&"write_one_cache_group"));
+}
+
+#[test]
+fn bg_item_missing_at_commit_fires_for_a_missing_or_stale_item() {
+    let mut e = engine();
+    let mut o = Oracles::new();
+    assert_eq!(op(&mut e, &mut o, A, Op::Start), None);
+    assert_eq!(op(&mut e, &mut o, A, Op::Alloc { kind: Kind::Data, size: 4096 }), None);
+    // The data bg's item vanishes; judge a commit switching roots now.
+    let bg = e.bg(data_bg(&e)).clone();
+    e.testing_extent_tree_mut()
+        .remove(&bgfuzz::engine::Key::block_group(bg.start, bg.len));
+    let ev = [Event::RootsSwitched { transid: 2 }];
+    assert_eq!(
+        o.after_step(&e, &ev).map(|f| f.kind),
+        Some(ViolationKind::BgItemMissingAtCommit)
+    );
+
+    // A stale `used` in the item is as bad as no item.
+    let mut e = engine();
+    let mut o = Oracles::new();
+    let id = data_bg(&e);
+    e.testing_bg_mut(id).created_transid = 1;
+    let key = {
+        let b = e.bg(id);
+        bgfuzz::engine::Key::block_group(b.start, b.len)
+    };
+    if let Some(bgfuzz::engine::Item::BlockGroup { used, .. }) = e.testing_extent_tree_mut().get_mut(&key) {
+        *used = 4096;
+    }
+    let f = o.after_step(&e, &[Event::RootsSwitched { transid: 1 }]).unwrap();
+    assert_eq!(f.kind, ViolationKind::BgItemMissingAtCommit);
+    assert!(f.message.contains("stale"), "{}", f.message);
+}
+
+#[test]
+fn unjustified_abort_fires_when_the_model_raises_the_error() {
+    let mut e = engine();
+    let mut o = Oracles::new();
+    // Empty a fresh data bg so it lands on unused_bgs, commit it.
+    op(&mut e, &mut o, A, Op::Start);
+    op(&mut e, &mut o, A, Op::Alloc { kind: Kind::Data, size: 4096 });
+    op(&mut e, &mut o, A, Op::RunDelayedRefs);
+    op(&mut e, &mut o, A, Op::Free { extent: bgfuzz::engine::ExtentId(1) });
+    op(&mut e, &mut o, A, Op::RunDelayedRefs);
+    assert_eq!(op(&mut e, &mut o, A, Op::Commit), None);
+    while e.status(A) == Status::Runnable {
+        e.step(A).unwrap();
+    }
+    let id = data_bg(&e);
+    assert!(e.unused_bgs().contains(&id));
+    // Its item disappears behind the engine's back: removal hits -EIO.
+    let b = e.bg(id).clone();
+    e.testing_extent_tree_mut()
+        .remove(&bgfuzz::engine::Key::block_group(b.start, b.len));
+    e.drain_events().for_each(drop);
+    assert_eq!(
+        op(&mut e, &mut o, B, Op::DeleteUnused),
+        Some(ViolationKind::UnjustifiedAbort)
+    );
+}
+
+#[test]
+fn bg_refcount_fires_on_underflow_and_on_a_leak() {
+    let mut e = engine();
+    let mut o = Oracles::new();
+    op(&mut e, &mut o, A, Op::Start);
+    op(&mut e, &mut o, A, Op::Alloc { kind: Kind::Data, size: 4096 });
+    op(&mut e, &mut o, A, Op::RunDelayedRefs);
+    // The bg is dirty (2 refs); pretend its dirty ref was already put.
+    let id = data_bg(&e);
+    e.testing_bg_mut(id).refs = 0;
+    let mut got = op(&mut e, &mut o, A, Op::Commit);
+    while got.is_none() && e.status(A) == Status::Runnable {
+        e.step(A).unwrap();
+        let ev: Vec<Event> = e.drain_events().collect();
+        got = o.after_step(&e, &ev).map(|f| f.kind);
+    }
+    assert_eq!(got, Some(ViolationKind::BgRefcount));
+
+    // A leaked ref shows at the end of the run.
+    let mut e = engine();
+    let mut o = Oracles::new();
+    assert!(o.at_end(&e).is_none());
+    let id = data_bg(&e);
+    e.testing_bg_mut(id).refs += 1;
+    assert_eq!(o.at_end(&e).map(|f| f.kind), Some(ViolationKind::BgRefcount));
+}
+
+#[test]
+fn space_accounting_fires_on_a_bg_or_space_info_mismatch() {
+    let mut e = engine();
+    let mut o = Oracles::new();
+    assert!(o.after_step(&e, &[]).is_none());
+    let id = data_bg(&e);
+    e.testing_bg_mut(id).used += 4096;
+    assert_eq!(
+        o.after_step(&e, &[]).map(|f| f.kind),
+        Some(ViolationKind::SpaceAccounting)
+    );
+    let mut e = engine();
+    e.testing_space_info_mut(Kind::Metadata).total_bytes += 4096;
+    assert_eq!(
+        o.after_step(&e, &[]).map(|f| f.kind),
+        Some(ViolationKind::SpaceAccounting)
+    );
+}
+
+#[test]
+fn deadlock_fires_when_every_task_waits() {
+    let mut e = engine();
+    let mut o = Oracles::new();
+    op(&mut e, &mut o, A, Op::Start);
+    // A phantom START writer that no task holds: the commit waits forever.
+    e.testing_trans_mut(2).num_extwriters += 1;
+    let mut got = op(&mut e, &mut o, A, Op::Commit);
+    while got.is_none() && e.status(A) == Status::Runnable {
+        e.step(A).unwrap();
+        let ev: Vec<Event> = e.drain_events().collect();
+        got = o.after_step(&e, &ev).map(|f| f.kind);
+    }
+    assert!(matches!(e.status(A), Status::Blocked(_)));
+    assert_eq!(got, Some(ViolationKind::Deadlock));
+}
+
+#[test]
+fn write_after_abort_fires_when_committed_state_moves() {
+    let mut e = engine();
+    let mut o = Oracles::new();
+    op(&mut e, &mut o, A, Op::Start);
+    let abort = bgfuzz::engine::AbortInfo {
+        transid: 2,
+        error: Error::injected(Errno::EIO, bgfuzz::failpoints::Site::TransEnd),
+        task: A,
+        stack: &["__btrfs_end_transaction"],
+        in_critical: false,
+    };
+    assert!(o.after_step(&e, &[Event::Abort(abort)]).is_none());
+    e.testing_committed_mut().roots_transid = 2;
+    assert_eq!(
+        o.after_step(&e, &[]).map(|f| f.kind),
+        Some(ViolationKind::WriteAfterAbort)
+    );
+    // And a superblock written for an aborted transaction.
+    let mut e = engine();
+    let mut o = Oracles::new();
+    op(&mut e, &mut o, A, Op::Start);
+    e.testing_trans_mut(2).aborted = Some(Error::injected(Errno::EIO, bgfuzz::failpoints::Site::TransEnd));
+    assert_eq!(
+        o.after_step(&e, &[Event::SuperWritten { transid: 2 }]).map(|f| f.kind),
+        Some(ViolationKind::WriteAfterAbort)
+    );
+}
