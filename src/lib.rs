@@ -8,6 +8,7 @@
 //! every step; [`report`] prints what happened.
 
 pub mod check;
+pub mod generate;
 pub mod oracles;
 pub mod report;
 pub mod run;

@@ -12,9 +12,7 @@ use crate::scenario::{step_text, Action};
 /// The normalized script, each step annotated with what it did.
 pub fn annotated_script(run: &Run) -> String {
     let notes: Vec<String> = run.steps.iter().map(|s| describe(run, s)).collect();
-    let mut scn = run.scenario.clone();
-    scn.variant = Some(run.variant);
-    scn.print_with(Some(&notes))
+    run.scenario.print_with(Some(&notes))
 }
 
 /// One column per task that took a step, one row per step.

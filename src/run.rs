@@ -49,8 +49,8 @@ pub struct Violation {
 #[derive(Clone, Debug)]
 pub struct Run {
     pub variant: Variant,
-    /// The normalized scenario: the input's header and exactly the steps
-    /// that ran.
+    /// The normalized scenario: the input's header with the variant that
+    /// ran, and exactly the steps that ran.
     pub scenario: Scenario,
     pub steps: Vec<RanStep>,
     pub violation: Option<Violation>,
@@ -116,6 +116,7 @@ pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, Run
         }
     }
     let mut normalized = scenario.clone();
+    normalized.variant = Some(variant);
     normalized.steps = r
         .steps
         .iter()

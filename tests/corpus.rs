@@ -25,12 +25,23 @@ fn corpus_scripts_meet_their_expectations() {
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
     assert!(rep.lines.len() >= 20, "expected >= 10 scripts x 2 variants");
     for l in &rep.lines {
-        assert!(l.ok(), "{}: {}: expected {:?}, got {:?}", l.path.display(), l.variant, l.expected, l.got);
+        assert!(
+            l.ok(),
+            "{}: {}: expected {:?}, got {:?}",
+            l.path.display(),
+            l.variant,
+            l.expected,
+            l.got
+        );
     }
     // Every script states what both variants must do.
     for (p, s) in scripts() {
         for v in Variant::ALL {
-            assert!(s.expects.iter().any(|e| e.variant == v), "{}: no expect line for {v}", p.display());
+            assert!(
+                s.expects.iter().any(|e| e.variant == v),
+                "{}: no expect line for {v}",
+                p.display()
+            );
         }
     }
 }

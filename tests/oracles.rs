@@ -3,7 +3,7 @@
 //! `testing` hooks.
 
 use bgfuzz::engine::{
-    BgId, Config, Engine, Errno, Error, Event, Kind, Op, StepOutcome, Status, Variant,
+    BgId, Config, Engine, Errno, Error, Event, Kind, Op, Status, StepOutcome, Variant,
 };
 use bgfuzz::oracles::{Oracles, ViolationKind};
 use bgfuzz::run::{run, Mode};
@@ -32,7 +32,11 @@ fn op(e: &mut Engine, o: &mut Oracles, t: usize, op: Op) -> Option<ViolationKind
 }
 
 fn data_bg(e: &Engine) -> BgId {
-    e.block_groups().iter().find(|b| b.kind == Kind::Data).unwrap().id
+    e.block_groups()
+        .iter()
+        .find(|b| b.kind == Kind::Data)
+        .unwrap()
+        .id
 }
 
 #[test]
@@ -59,7 +63,18 @@ fn bg_item_missing_at_commit_fires_for_a_missing_or_stale_item() {
     let mut e = engine();
     let mut o = Oracles::new();
     assert_eq!(op(&mut e, &mut o, A, Op::Start), None);
-    assert_eq!(op(&mut e, &mut o, A, Op::Alloc { kind: Kind::Data, size: 4096 }), None);
+    assert_eq!(
+        op(
+            &mut e,
+            &mut o,
+            A,
+            Op::Alloc {
+                kind: Kind::Data,
+                size: 4096
+            }
+        ),
+        None
+    );
     // The data bg's item vanishes; judge a commit switching roots now.
     let bg = e.bg(data_bg(&e)).clone();
     e.testing_extent_tree_mut()
@@ -79,10 +94,14 @@ fn bg_item_missing_at_commit_fires_for_a_missing_or_stale_item() {
         let b = e.bg(id);
         bgfuzz::engine::Key::block_group(b.start, b.len)
     };
-    if let Some(bgfuzz::engine::Item::BlockGroup { used, .. }) = e.testing_extent_tree_mut().get_mut(&key) {
+    if let Some(bgfuzz::engine::Item::BlockGroup { used, .. }) =
+        e.testing_extent_tree_mut().get_mut(&key)
+    {
         *used = 4096;
     }
-    let f = o.after_step(&e, &[Event::RootsSwitched { transid: 1 }]).unwrap();
+    let f = o
+        .after_step(&e, &[Event::RootsSwitched { transid: 1 }])
+        .unwrap();
     assert_eq!(f.kind, ViolationKind::BgItemMissingAtCommit);
     assert!(f.message.contains("stale"), "{}", f.message);
 }
@@ -93,9 +112,24 @@ fn unjustified_abort_fires_when_the_model_raises_the_error() {
     let mut o = Oracles::new();
     // Empty a fresh data bg so it lands on unused_bgs, commit it.
     op(&mut e, &mut o, A, Op::Start);
-    op(&mut e, &mut o, A, Op::Alloc { kind: Kind::Data, size: 4096 });
+    op(
+        &mut e,
+        &mut o,
+        A,
+        Op::Alloc {
+            kind: Kind::Data,
+            size: 4096,
+        },
+    );
     op(&mut e, &mut o, A, Op::RunDelayedRefs);
-    op(&mut e, &mut o, A, Op::Free { extent: bgfuzz::engine::ExtentId(1) });
+    op(
+        &mut e,
+        &mut o,
+        A,
+        Op::Free {
+            extent: bgfuzz::engine::ExtentId(1),
+        },
+    );
     op(&mut e, &mut o, A, Op::RunDelayedRefs);
     assert_eq!(op(&mut e, &mut o, A, Op::Commit), None);
     while e.status(A) == Status::Runnable {
@@ -119,7 +153,15 @@ fn bg_refcount_fires_on_underflow_and_on_a_leak() {
     let mut e = engine();
     let mut o = Oracles::new();
     op(&mut e, &mut o, A, Op::Start);
-    op(&mut e, &mut o, A, Op::Alloc { kind: Kind::Data, size: 4096 });
+    op(
+        &mut e,
+        &mut o,
+        A,
+        Op::Alloc {
+            kind: Kind::Data,
+            size: 4096,
+        },
+    );
     op(&mut e, &mut o, A, Op::RunDelayedRefs);
     // The bg is dirty (2 refs); pretend its dirty ref was already put.
     let id = data_bg(&e);
@@ -138,7 +180,10 @@ fn bg_refcount_fires_on_underflow_and_on_a_leak() {
     assert!(o.at_end(&e).is_none());
     let id = data_bg(&e);
     e.testing_bg_mut(id).refs += 1;
-    assert_eq!(o.at_end(&e).map(|f| f.kind), Some(ViolationKind::BgRefcount));
+    assert_eq!(
+        o.at_end(&e).map(|f| f.kind),
+        Some(ViolationKind::BgRefcount)
+    );
 }
 
 #[test]
@@ -199,9 +244,13 @@ fn write_after_abort_fires_when_committed_state_moves() {
     let mut e = engine();
     let mut o = Oracles::new();
     op(&mut e, &mut o, A, Op::Start);
-    e.testing_trans_mut(2).aborted = Some(Error::injected(Errno::EIO, bgfuzz::failpoints::Site::TransEnd));
+    e.testing_trans_mut(2).aborted = Some(Error::injected(
+        Errno::EIO,
+        bgfuzz::failpoints::Site::TransEnd,
+    ));
     assert_eq!(
-        o.after_step(&e, &[Event::SuperWritten { transid: 2 }]).map(|f| f.kind),
+        o.after_step(&e, &[Event::SuperWritten { transid: 2 }])
+            .map(|f| f.kind),
         Some(ViolationKind::WriteAfterAbort)
     );
 }
