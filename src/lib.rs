@@ -7,12 +7,15 @@
 //! is [`run::run`] on the engine under a variant; the [`oracles`] judge
 //! every step; [`report`] prints what happened.
 
+pub mod bench;
 pub mod check;
 pub mod generate;
+pub mod minimize;
 pub mod oracles;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod search;
 
 pub use bgfuzz_engine as engine;
 pub use bgfuzz_failpoints as failpoints;

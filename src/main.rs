@@ -3,13 +3,22 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use bgfuzz::check::{check_paths, outcome_name};
 use bgfuzz::engine::Variant;
+use bgfuzz::generate::decode;
+use bgfuzz::minimize::{minimize, Minimized};
+
 use bgfuzz::report;
 use bgfuzz::run::{run, Mode};
 use bgfuzz::scenario::Scenario;
+use bgfuzz::search::{search_hits, shortest, Tally};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +53,51 @@ enum Command {
         /// strict script.
         #[arg(long)]
         loose: bool,
+        #[command(flatten)]
+        input: InputKind,
+    },
+    /// Shrink a failing script or libFuzzer artifact: fewer tasks, steps and
+    /// faults, smaller sizes, the same violation kind.
+    Minimize {
+        file: PathBuf,
+        /// Write the minimized script here (it carries `expect` lines for
+        /// every variant, ready for corpus/scripts/).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_parser = parse_variant)]
+        variant: Option<Variant>,
+        #[command(flatten)]
+        input: InputKind,
+    },
+    /// In-process search with the fuzz targets' generator. With no
+    /// arguments: the fixed engine for a short budget, then each bug variant
+    /// until it is found, and a table.
+    Run {
+        #[arg(long, value_parser = parse_variant)]
+        variant: Option<Variant>,
+        /// Wall-clock budget per variant, e.g. 30s, 5m (outside the runs:
+        /// each case stays reproducible from its seed and index).
+        #[arg(long, value_parser = parse_duration, conflicts_with = "cases")]
+        time: Option<Duration>,
+        /// Case budget per variant.
+        #[arg(long)]
+        cases: Option<u64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Where minimized scripts of what is found go.
+        #[arg(long, default_value = "bgfuzz-out")]
+        out: PathBuf,
+    },
+    /// The performance table: search throughput, time to detect each bug
+    /// variant over 20 seeds, minimized size, engine replay speed.
+    Bench {
+        #[arg(long)]
+        json: bool,
+        /// Rounds for the throughput medians.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 20)]
+        seeds: usize,
     },
     /// Replay scripts (files or directories of .scn) against their
     /// `expect` lines.
@@ -51,6 +105,48 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+}
+
+/// Whether FILE is a script or a libFuzzer input. By default a `.scn`
+/// file is a script and anything else (crash-*, corpus files) an input.
+#[derive(clap::Args, Clone, Copy)]
+struct InputKind {
+    /// Read FILE as a libFuzzer input, decoded as the `scenario` target does.
+    #[arg(long, conflicts_with = "script")]
+    artifact: bool,
+    /// Read FILE as a script whatever its name.
+    #[arg(long)]
+    script: bool,
+}
+
+impl InputKind {
+    fn is_artifact(self, file: &Path) -> bool {
+        self.artifact || (!self.script && file.extension().is_none_or(|x| x != "scn"))
+    }
+}
+
+/// Reads a script or decodes an artifact; the bool says it was an artifact.
+fn load(file: &Path, kind: InputKind) -> anyhow::Result<(Scenario, bool)> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if kind.is_artifact(file) {
+        return Ok((decode(&bytes), true));
+    }
+    let scn = Scenario::parse(&bytes).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
+    Ok((scn, false))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration `{s}`: e.g. 500ms, 30s, 5m, 1h"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("bad duration unit in `{s}`: ms, s, m or h")),
+    })
 }
 
 fn parse_variant(s: &str) -> Result<Variant, String> {
@@ -74,8 +170,27 @@ fn main() -> ExitCode {
             json,
             print_script,
             loose,
-        } => repro(&file, variant, json, print_script, loose),
+            input,
+        } => repro(&file, variant, json, print_script, loose, input),
         Command::Check { paths } => check(&paths),
+        Command::Minimize {
+            file,
+            out,
+            variant,
+            input,
+        } => minimize_cmd(&file, out.as_deref(), variant, input),
+        Command::Run {
+            variant,
+            time,
+            cases,
+            seed,
+            out,
+        } => run_cmd(variant, time, cases, seed, &out),
+        Command::Bench {
+            json,
+            rounds,
+            seeds,
+        } => bench_cmd(json, rounds, seeds),
     };
     match result {
         Ok(code) => code,
@@ -107,11 +222,22 @@ fn repro(
     json: bool,
     print_script: bool,
     loose: bool,
+    input: InputKind,
 ) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let scn = Scenario::parse(&bytes).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
-    let variant = scn.variant_or(variant);
-    let mode = if loose { Mode::Loose } else { Mode::Strict };
+    let (scn, artifact) = load(file, input)?;
+    let variant = scn.variant_or(variant.or_else(|| artifact.then(env_variant).flatten()));
+    if artifact && !print_script && !json {
+        println!(
+            "# {}: a libFuzzer input, decoded as the `scenario` target decodes it",
+            file.display()
+        );
+    }
+    // An artifact is a loose input by construction.
+    let mode = if loose || artifact {
+        Mode::Loose
+    } else {
+        Mode::Strict
+    };
     let r = run(&scn, variant, mode).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
     if print_script {
         print!("{}", r.scenario.print());
@@ -155,4 +281,287 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `BGFUZZ_VARIANT`, as the fuzz target reads it, for artifacts.
+fn env_variant() -> Option<Variant> {
+    std::env::var("BGFUZZ_VARIANT")
+        .ok()
+        .and_then(|v| Variant::parse(&v))
+}
+
+fn minimize_cmd(
+    file: &Path,
+    out: Option<&Path>,
+    variant: Option<Variant>,
+    input: InputKind,
+) -> anyhow::Result<ExitCode> {
+    let (scn, artifact) = load(file, input)?;
+    let variant = scn.variant_or(variant.or_else(|| artifact.then(env_variant).flatten()));
+    let before =
+        run(&scn, variant, Mode::Loose).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
+    let Some(m) = minimize(&before.scenario, variant) else {
+        eprintln!(
+            "bgfuzz: {}: no violation under {variant}: nothing to minimize",
+            file.display()
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let text = m.scenario.print();
+    print!("{text}");
+    eprintln!(
+        "minimized {} under {variant}: {} -> {} step lines ({} candidates tried), kind {}",
+        file.display(),
+        m.before_steps,
+        m.scenario.steps.len(),
+        m.tries,
+        m.kind
+    );
+    if let Some(out) = out {
+        write_new(out, &text)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes through a temporary file and a rename, so a killed run never
+/// leaves half a script behind.
+fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+    ));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The name a found script is kept under: its kind and a hash of the text.
+fn script_name(m: &Minimized) -> String {
+    let digest = Sha256::digest(m.scenario.print().as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}.scn", m.kind)
+}
+
+fn progress(label: String) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} {msg}").expect("static template"),
+    );
+    pb.set_prefix(label);
+    pb
+}
+
+fn tally_msg(t: &Tally, started: Instant) -> String {
+    let rate = t.cases as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let kinds: Vec<String> = t.by_kind.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    format!(
+        "{} cases, {rate:.0} cases/s, violations: {}",
+        t.cases,
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(" ")
+        }
+    )
+}
+
+struct Outcome {
+    variant: Variant,
+    /// Cases and time to the first violation, or of the whole search.
+    cases: u64,
+    elapsed: Duration,
+    witnesses: usize,
+    found: Option<(Minimized, PathBuf)>,
+}
+
+/// Searches one variant within a budget; on a violation, minimizes it and
+/// keeps the script.
+fn search_variant(
+    variant: Variant,
+    time: Option<Duration>,
+    cases: Option<u64>,
+    seed: u64,
+    out: &Path,
+) -> anyhow::Result<Outcome> {
+    let pb = progress(format!("{variant} seed {seed}"));
+    let started = Instant::now();
+    // (cases, time) at the first violation: the time to detect.
+    let mut first: Option<(u64, Duration)> = None;
+    let (tally, hits) = search_hits(seed, variant, WITNESSES, |t| {
+        if t.cases % 512 == 0 {
+            pb.set_message(tally_msg(t, started));
+            pb.tick();
+        }
+        if first.is_none() && !t.by_kind.is_empty() {
+            first = Some((t.cases, started.elapsed()));
+        }
+        if let Some((n, _)) = first {
+            // A few more witnesses, for a shorter script; never long.
+            return t.cases < n + EXTRA_CASES.max(4 * n);
+        }
+        match (time, cases) {
+            (Some(d), _) => started.elapsed() < d,
+            (None, Some(n)) => t.cases < n,
+            (None, None) => unreachable!("a budget is always set"),
+        }
+    });
+    pb.finish_with_message(tally_msg(&tally, started));
+    let found = match shortest(&hits, variant) {
+        None if hits.is_empty() => None,
+        None => anyhow::bail!(
+            "case {} of seed {seed} violates under {variant} but did not replay while minimizing: a determinism bug, please report it",
+            hits[0].case
+        ),
+        Some((_, m)) => {
+            let path = out.join(script_name(&m));
+            write_new(&path, &m.scenario.print())?;
+            Some((m, path))
+        }
+    };
+    let (cases, elapsed) = first.unwrap_or((tally.cases, started.elapsed()));
+    Ok(Outcome {
+        variant,
+        cases,
+        elapsed,
+        witnesses: hits.len(),
+        found,
+    })
+}
+
+/// Violating cases minimized per variant, the shortest script kept.
+const WITNESSES: usize = 8;
+/// After the first violation, search at most this many more cases (or 4x
+/// the cases it took) for the other witnesses.
+const EXTRA_CASES: u64 = 2_000;
+
+fn print_found(o: &Outcome, seed: u64) {
+    let Some((m, path)) = &o.found else { return };
+    println!(
+        "\n{} under {} after {} cases, {:.3}s (seed {seed}); the best of {} witnesses, minimized from {} to {} step lines:\n",
+        m.kind,
+        o.variant,
+        o.cases,
+        o.elapsed.as_secs_f64(),
+        o.witnesses,
+        m.before_steps,
+        m.scenario.steps.len()
+    );
+    print!("{}", m.scenario.print());
+    if let Some(v) = &m.run.violation {
+        println!("\n{}", v.finding.message);
+    }
+    println!("\nreproduce: bgfuzz repro {}", path.display());
+}
+
+fn run_cmd(
+    variant: Option<Variant>,
+    time: Option<Duration>,
+    cases: Option<u64>,
+    seed: u64,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    if let Some(v) = variant {
+        let budget = if time.is_none() && cases.is_none() {
+            Some(DEFAULT_CASES)
+        } else {
+            cases
+        };
+        let o = search_variant(v, time, budget, seed, out)?;
+        print_found(&o, seed);
+        if o.found.is_none() {
+            println!(
+                "{v}: no violation in {} cases ({:.2}s, seed {seed})",
+                o.cases,
+                o.elapsed.as_secs_f64()
+            );
+        }
+        return Ok(if o.found.is_some() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    // The main job: the fixed engine for a budget, each bug until found.
+    let mut rows = vec![search_variant(
+        Variant::Fixed,
+        time,
+        cases.or(Some(DEFAULT_CASES)),
+        seed,
+        out,
+    )?];
+    for v in Variant::BUGS {
+        rows.push(search_variant(v, None, Some(BUG_CAP_CASES), seed, out)?);
+    }
+    for o in &rows {
+        print_found(o, seed);
+    }
+    println!(
+        "\n{:<14} {:>9} {:>16} {:<32} {:>9}",
+        "variant", "cases", "time to detect", "violation", "minimized"
+    );
+    let mut ok = true;
+    for o in &rows {
+        let (when, kind, steps) = match &o.found {
+            Some((m, _)) => (
+                format!("{:.3}s", o.elapsed.as_secs_f64()),
+                m.kind.name().to_string(),
+                m.scenario.steps.len().to_string(),
+            ),
+            None => ("-".to_string(), "none".to_string(), "-".to_string()),
+        };
+        let expected = o.variant.expected_violation().unwrap_or("none");
+        ok &= kind == expected;
+        println!(
+            "{:<14} {:>9} {:>16} {:<32} {:>9}",
+            o.variant.name(),
+            o.cases,
+            when,
+            kind,
+            steps
+        );
+    }
+    println!(
+        "\n{}",
+        if ok {
+            "as expected: fixed is clean, every bug variant caught"
+        } else {
+            "UNEXPECTED: see the rows above"
+        }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The fixed engine's default budget in `bgfuzz run`.
+const DEFAULT_CASES: u64 = 200_000;
+/// A bug variant not found within this many cases is reported as missed.
+const BUG_CAP_CASES: u64 = 1_000_000;
+
+fn bench_cmd(json: bool, rounds: usize, seeds: usize) -> anyhow::Result<ExitCode> {
+    let replay = std::fs::read("corpus/scripts/btrfs-078-like.scn")
+        .ok()
+        .and_then(|b| Scenario::parse(&b).ok())
+        .map(|s| ("corpus/scripts/btrfs-078-like.scn".to_string(), s));
+    let b = bgfuzz::bench::bench(&bgfuzz::bench::BenchConfig {
+        rounds,
+        cases_per_round: 5_000,
+        seeds,
+        cap_cases: BUG_CAP_CASES,
+        replay_script: replay,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        print!("{}", bgfuzz::bench::table(&b));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -167,7 +167,7 @@ impl Runner {
                     if self.violation.is_some() || self.engine.status(t) != Status::Idle {
                         continue;
                     }
-                    let op = match self.map_op(op) {
+                    let op = match self.map_op(t, op) {
                         Some(op) => op,
                         None => continue,
                     };
@@ -210,25 +210,46 @@ impl Runner {
         Ok(())
     }
 
-    /// In loose mode, a `free` names a live extent or is dropped.
-    fn map_op(&self, op: Op) -> Option<Op> {
-        let Op::Free { extent } = op else {
-            return Some(op);
-        };
+    /// In loose mode, an operation that cannot mean anything here is mapped
+    /// onto one that can or dropped: one that needs a handle on a task
+    /// without one begins `start` instead; `start`, `join` or
+    /// `delete_unused` on a task holding a handle is dropped; a `free` of an
+    /// extent that is not live names a live one. A normalized script, where
+    /// every step is valid, replays the same in either mode.
+    fn map_op(&self, t: TaskId, op: Op) -> Option<Op> {
         if self.mode == Mode::Strict {
             return Some(op);
         }
-        let live: Vec<_> = self
-            .engine
-            .extents()
-            .iter()
-            .filter(|e| matches!(e.state, ExtentState::Reserved | ExtentState::Allocated))
-            .collect();
-        if live.is_empty() {
-            return None;
+        let has_handle = self.engine.handle(t).is_some();
+        match op {
+            Op::Start | Op::Join | Op::DeleteUnused if has_handle => None,
+            Op::Alloc { .. } | Op::Free { .. } | Op::RunDelayedRefs | Op::End | Op::Commit
+                if !has_handle =>
+            {
+                Some(Op::Start)
+            }
+            Op::Free { extent }
+                if self.engine.extent(extent).is_some_and(|e| {
+                    matches!(e.state, ExtentState::Reserved | ExtentState::Allocated)
+                }) =>
+            {
+                Some(op)
+            }
+            Op::Free { extent } => {
+                let live: Vec<_> = self
+                    .engine
+                    .extents()
+                    .iter()
+                    .filter(|e| matches!(e.state, ExtentState::Reserved | ExtentState::Allocated))
+                    .collect();
+                if live.is_empty() {
+                    return None;
+                }
+                let e = live[(extent.0 as usize).saturating_sub(1) % live.len()];
+                Some(Op::Free { extent: e.id })
+            }
+            op => Some(op),
         }
-        let e = live[(extent.0 as usize).saturating_sub(1) % live.len()];
-        Some(Op::Free { extent: e.id })
     }
 
     /// The first runnable task after `t`, cyclically.

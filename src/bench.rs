@@ -1,0 +1,209 @@
+//! `bgfuzz bench`: the performance table. Wall-clock figures are measured
+//! here and only here, around deterministic work; medians, because these
+//! machines are shared and noisy.
+
+use std::time::{Duration, Instant};
+
+use bgfuzz_engine::Variant;
+use serde::Serialize;
+
+use crate::run::{run, Mode};
+use crate::scenario::Scenario;
+use crate::search::{search, search_hits, shortest};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(mut xs: Vec<f64>) -> Spread {
+        xs.sort_by(|a, b| a.total_cmp(b));
+        let n = xs.len();
+        let median = if n == 0 {
+            0.0
+        } else if n % 2 == 1 {
+            xs[n / 2]
+        } else {
+            (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: xs.first().copied().unwrap_or(0.0),
+            max: xs.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    pub rounds: usize,
+    pub cases_per_round: u64,
+    pub cases_per_sec: Spread,
+    pub steps_per_sec: Spread,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Detection {
+    pub variant: String,
+    pub seeds: usize,
+    /// Seeds whose search found the expected kind within the cap.
+    pub found: usize,
+    pub cap_cases: u64,
+    pub seconds: Spread,
+    pub cases: Spread,
+    /// Step lines of the minimized script.
+    pub minimized_steps: Spread,
+    pub kinds: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Replay {
+    pub script: String,
+    pub steps: usize,
+    pub steps_per_sec: Spread,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Bench {
+    pub cores: usize,
+    pub search_fixed: Throughput,
+    pub detect: Vec<Detection>,
+    pub replay: Option<Replay>,
+}
+
+pub struct BenchConfig {
+    pub rounds: usize,
+    pub cases_per_round: u64,
+    pub seeds: usize,
+    pub cap_cases: u64,
+    pub replay_script: Option<(String, Scenario)>,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64().max(1e-9)
+}
+
+pub fn bench(cfg: &BenchConfig) -> Bench {
+    let mut cps = Vec::new();
+    let mut sps = Vec::new();
+    for round in 0..cfg.rounds {
+        let t = Instant::now();
+        let (tally, _) = search(1000 + round as u64, Variant::Fixed, |t| {
+            t.cases < cfg.cases_per_round
+        });
+        let el = secs(t.elapsed());
+        cps.push(tally.cases as f64 / el);
+        sps.push(tally.steps as f64 / el);
+    }
+    let search_fixed = Throughput {
+        rounds: cfg.rounds,
+        cases_per_round: cfg.cases_per_round,
+        cases_per_sec: Spread::of(cps),
+        steps_per_sec: Spread::of(sps),
+    };
+    let detect = Variant::BUGS
+        .iter()
+        .map(|&v| {
+            let (mut times, mut cases, mut sizes, mut kinds) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut found = 0;
+            for seed in 0..cfg.seeds as u64 {
+                let t = Instant::now();
+                let (tally, hit) = search(seed, v, |t| t.cases < cfg.cap_cases);
+                let el = secs(t.elapsed());
+                let Some(hit) = hit else { continue };
+                // As `bgfuzz run` does: the shortest of a few witnesses.
+                let (_, more) = search_hits(seed, v, 8, |t| {
+                    t.cases < tally.cases + 2_000.max(4 * tally.cases)
+                });
+                let kind = hit.run.violation.as_ref().map(|x| x.finding.kind);
+                if kind.map(|k| k.name()) == v.expected_violation() {
+                    found += 1;
+                }
+                times.push(el);
+                cases.push(tally.cases as f64);
+                if let Some((_, m)) = shortest(&more, v) {
+                    sizes.push(m.scenario.steps.len() as f64);
+                }
+                if let Some(k) = kind {
+                    if !kinds.contains(&k.name().to_string()) {
+                        kinds.push(k.name().to_string());
+                    }
+                }
+            }
+            Detection {
+                variant: v.name().to_string(),
+                seeds: cfg.seeds,
+                found,
+                cap_cases: cfg.cap_cases,
+                seconds: Spread::of(times),
+                cases: Spread::of(cases),
+                minimized_steps: Spread::of(sizes),
+                kinds,
+            }
+        })
+        .collect();
+    let replay = cfg.replay_script.as_ref().map(|(name, scn)| {
+        let mut rates = Vec::new();
+        let mut steps = 0;
+        for _ in 0..cfg.rounds {
+            let t = Instant::now();
+            let mut n = 0usize;
+            for _ in 0..20 {
+                let r = run(scn, Variant::Fixed, Mode::Strict).expect("the replay script is valid");
+                n += r.steps.len();
+            }
+            steps = n / 20;
+            rates.push(n as f64 / secs(t.elapsed()));
+        }
+        Replay {
+            script: name.clone(),
+            steps,
+            steps_per_sec: Spread::of(rates),
+        }
+    });
+    Bench {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        search_fixed,
+        detect,
+        replay,
+    }
+}
+
+pub fn table(b: &Bench) -> String {
+    let mut out = format!("bgfuzz bench ({} cores)\n\n", b.cores);
+    let s = &b.search_fixed;
+    out.push_str(&format!(
+        "search, fixed: {:.0} cases/s median (min {:.0}, max {:.0}), {:.0} steps/s median; {} rounds x {} cases\n",
+        s.cases_per_sec.median, s.cases_per_sec.min, s.cases_per_sec.max, s.steps_per_sec.median, s.rounds, s.cases_per_round
+    ));
+    if let Some(r) = &b.replay {
+        out.push_str(&format!(
+            "replay {} ({} steps), fixed: {:.0} steps/s median (min {:.0}, max {:.0})\n",
+            r.script, r.steps, r.steps_per_sec.median, r.steps_per_sec.min, r.steps_per_sec.max
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<14} {:>7} {:>12} {:>12} {:>12} {:>10} {:>14}  {}\n",
+        "variant", "found", "median s", "min s", "max s", "cases", "minimized", "kind"
+    ));
+    for d in &b.detect {
+        out.push_str(&format!(
+            "{:<14} {:>3}/{:<3} {:>12.4} {:>12.4} {:>12.4} {:>10.0} {:>6.0} (max {:>2.0})  {}\n",
+            d.variant,
+            d.found,
+            d.seeds,
+            d.seconds.median,
+            d.seconds.min,
+            d.seconds.max,
+            d.cases.median,
+            d.minimized_steps.median,
+            d.minimized_steps.max,
+            d.kinds.join(",")
+        ));
+    }
+    out
+}

@@ -1,0 +1,363 @@
+//! Structure-aware shrinking: fewer tasks, faults and steps, smaller sizes,
+//! default sizes, the same violation kind. Deterministic: the same input
+//! always gives the same result.
+//!
+//! Candidates run in loose mode (a removed step may leave a `continue`
+//! meaning nothing), and the normalized script of each accepted run is what
+//! shrinking goes on from, so the result is always a strict script that
+//! replays to the same violation.
+
+use bgfuzz_engine::{Op, Variant, MAX_TASKS};
+
+use crate::oracles::ViolationKind;
+use crate::run::{run, Mode, Run};
+use crate::scenario::{Action, Expect, Scenario, Step};
+
+/// How big a scenario is, compared lexicographically: step lines first.
+fn size(s: &Scenario) -> (usize, usize, usize, u64, usize) {
+    let tasks = (0..MAX_TASKS)
+        .filter(|&t| s.steps.iter().any(|st| st.task == t))
+        .count();
+    let bytes: u64 = s
+        .steps
+        .iter()
+        .map(|st| match st.action {
+            Action::Begin(Op::Alloc { size, .. }) => size,
+            _ => 0,
+        })
+        .sum();
+    let headers = usize::from(s.device.is_some()) + s.chunk.iter().flatten().count();
+    (s.steps.len(), tasks, s.fails.len(), bytes, headers)
+}
+
+/// The outcome of a successful shrink.
+#[derive(Clone, Debug)]
+pub struct Minimized {
+    pub kind: ViolationKind,
+    pub before_steps: usize,
+    pub scenario: Scenario,
+    pub run: Run,
+    /// Candidates tried.
+    pub tries: usize,
+}
+
+struct Shrinker {
+    variant: Variant,
+    kind: ViolationKind,
+    best: Run,
+    tries: usize,
+}
+
+impl Shrinker {
+    /// Runs a candidate; keeps it if it shows the same kind and is smaller.
+    fn try_candidate(&mut self, cand: &Scenario) -> bool {
+        self.tries += 1;
+        let Ok(r) = run(cand, self.variant, Mode::Loose) else {
+            return false;
+        };
+        let same = r.violation.as_ref().map(|v| v.finding.kind) == Some(self.kind);
+        if same && size(&r.scenario) < size(&self.best.scenario) {
+            self.best = r;
+            return true;
+        }
+        false
+    }
+
+    fn current(&self) -> Scenario {
+        self.best.scenario.clone()
+    }
+
+    /// ddmin-style: drop chunks of steps, halving the chunk size.
+    fn drop_steps(&mut self) -> bool {
+        let mut progress = false;
+        let mut chunk = self.best.scenario.steps.len().div_ceil(2).max(1);
+        loop {
+            let mut i = 0;
+            while i < self.best.scenario.steps.len() {
+                let mut cand = self.current();
+                let end = (i + chunk).min(cand.steps.len());
+                cand.steps.drain(i..end);
+                if self.try_candidate(&cand) {
+                    progress = true;
+                } else {
+                    i += chunk;
+                }
+            }
+            if chunk == 1 {
+                return progress;
+            }
+            chunk = chunk.div_ceil(2);
+        }
+    }
+
+    /// Drops whole operations: a begin line with the `continue`s of its
+    /// task up to that task's next begin.
+    fn drop_ops(&mut self) -> bool {
+        let mut progress = false;
+        let mut i = 0;
+        while i < self.best.scenario.steps.len() {
+            let mut cand = self.current();
+            let t = cand.steps[i].task;
+            if !matches!(cand.steps[i].action, Action::Begin(_)) {
+                i += 1;
+                continue;
+            }
+            let mut keep = Vec::with_capacity(cand.steps.len());
+            let mut in_op = false;
+            for (j, s) in cand.steps.iter().enumerate() {
+                if j == i {
+                    in_op = true;
+                    continue;
+                }
+                if in_op && s.task == t {
+                    if s.action == Action::Continue {
+                        continue;
+                    }
+                    in_op = false;
+                }
+                keep.push(*s);
+            }
+            cand.steps = keep;
+            if !self.try_candidate(&cand) {
+                i += 1;
+            } else {
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    /// A commit whose only use was to run the delayed refs becomes a
+    /// `run_delayed_refs` (its `continue`s dropped, as in `drop_ops`).
+    fn simplify_commits(&mut self) -> bool {
+        let mut progress = false;
+        for i in 0..self.best.scenario.steps.len() {
+            let mut cand = self.current();
+            let Some(step) = cand.steps.get(i).copied() else {
+                break;
+            };
+            if step.action != Action::Begin(Op::Commit) {
+                continue;
+            }
+            let mut keep = Vec::with_capacity(cand.steps.len());
+            let mut in_op = false;
+            for (j, s) in cand.steps.iter().enumerate() {
+                if j == i {
+                    in_op = true;
+                    keep.push(Step::new(s.task, Action::Begin(Op::RunDelayedRefs)));
+                    continue;
+                }
+                if in_op && s.task == step.task {
+                    if s.action == Action::Continue {
+                        continue;
+                    }
+                    in_op = false;
+                }
+                keep.push(*s);
+            }
+            cand.steps = keep;
+            progress |= self.try_candidate(&cand);
+        }
+        progress
+    }
+
+    fn drop_tasks(&mut self) -> bool {
+        let mut progress = false;
+        for t in 0..MAX_TASKS {
+            let mut cand = self.current();
+            if !cand.steps.iter().any(|s| s.task == t) {
+                continue;
+            }
+            cand.steps.retain(|s| s.task != t);
+            progress |= self.try_candidate(&cand);
+        }
+        progress
+    }
+
+    /// Gives one task's steps to another: two tasks that never needed to
+    /// be apart become one.
+    fn merge_tasks(&mut self) -> bool {
+        let mut progress = false;
+        for from in 0..MAX_TASKS {
+            for to in 0..MAX_TASKS {
+                let mut cand = self.current();
+                if from == to
+                    || !cand.steps.iter().any(|s| s.task == from)
+                    || !cand.steps.iter().any(|s| s.task == to)
+                {
+                    continue;
+                }
+                for s in &mut cand.steps {
+                    if s.task == from {
+                        s.task = to;
+                    }
+                }
+                progress |= self.try_candidate(&cand);
+            }
+        }
+        progress
+    }
+
+    fn drop_faults_and_headers(&mut self) -> bool {
+        let mut progress = false;
+        for i in (0..self.best.scenario.fails.len()).rev() {
+            let mut cand = self.current();
+            if i < cand.fails.len() {
+                cand.fails.remove(i);
+                progress |= self.try_candidate(&cand);
+            }
+        }
+        let mut cand = self.current();
+        if cand.device.take().is_some() {
+            progress |= self.try_candidate(&cand);
+        }
+        for k in 0..3 {
+            let mut cand = self.current();
+            if cand.chunk[k].take().is_some() {
+                progress |= self.try_candidate(&cand);
+            }
+        }
+        progress
+    }
+
+    /// Each allocation down to 4K, else down by one power of two.
+    fn shrink_sizes(&mut self) -> bool {
+        let mut progress = false;
+        for i in 0..self.best.scenario.steps.len() {
+            for target in [bgfuzz_engine::SZ_4K, 0] {
+                let mut cand = self.current();
+                let Some(Step {
+                    action: Action::Begin(Op::Alloc { size, .. }),
+                    ..
+                }) = cand.steps.get_mut(i)
+                else {
+                    break;
+                };
+                let new = if target == 0 { *size / 2 } else { target };
+                if new < bgfuzz_engine::SZ_4K
+                    || new >= *size
+                    || !new.is_multiple_of(bgfuzz_engine::SZ_4K)
+                {
+                    continue;
+                }
+                *size = new;
+                if self.try_candidate(&cand) {
+                    progress = true;
+                    break;
+                }
+            }
+        }
+        progress
+    }
+}
+
+/// Renames tasks A, B, C, ... in order of first appearance.
+fn relabel(s: &mut Scenario) {
+    let mut map = [usize::MAX; MAX_TASKS];
+    let mut next = 0;
+    for st in &mut s.steps {
+        if map[st.task] == usize::MAX {
+            map[st.task] = next;
+            next += 1;
+        }
+        st.task = map[st.task];
+    }
+}
+
+/// Shrinks `scenario` keeping its first violation's kind under `variant`.
+/// `None` if the scenario shows no violation there.
+pub fn minimize(scenario: &Scenario, variant: Variant) -> Option<Minimized> {
+    let first = run(scenario, variant, Mode::Loose).ok()?;
+    let kind = first.violation.as_ref()?.finding.kind;
+    let before_steps = first.scenario.steps.len();
+    // Greedy shrinking stops in local minima that depend on the order of
+    // the passes; three orders, the smallest result wins.
+    type Pass = fn(&mut Shrinker) -> bool;
+    let orders: [&[Pass]; 3] = [
+        &[
+            Shrinker::drop_tasks,
+            Shrinker::drop_steps,
+            Shrinker::merge_tasks,
+        ],
+        &[
+            Shrinker::drop_ops,
+            Shrinker::drop_tasks,
+            Shrinker::drop_steps,
+            Shrinker::merge_tasks,
+        ],
+        &[
+            Shrinker::merge_tasks,
+            Shrinker::drop_ops,
+            Shrinker::drop_steps,
+            Shrinker::drop_tasks,
+        ],
+    ];
+    let mut tries = 0;
+    let mut best: Option<Run> = None;
+    for passes in orders {
+        let mut sh = Shrinker {
+            variant,
+            kind,
+            best: first.clone(),
+            tries: 0,
+        };
+        // Bounded: every accepted candidate is strictly smaller.
+        loop {
+            let mut progress = false;
+            let tail: [Pass; 3] = [
+                Shrinker::simplify_commits,
+                Shrinker::drop_faults_and_headers,
+                Shrinker::shrink_sizes,
+            ];
+            for pass in passes.iter().chain(tail.iter()) {
+                progress |= pass(&mut sh);
+            }
+            if !progress {
+                break;
+            }
+        }
+        tries += sh.tries;
+        if best
+            .as_ref()
+            .is_none_or(|b| size(&sh.best.scenario) < size(&b.scenario))
+        {
+            best = Some(sh.best);
+        }
+    }
+    let best = best.expect("at least one order");
+    // Tasks renamed A, B, ... unless that changes the run (the drain goes
+    // in letter order).
+    let mut out = best.scenario.clone();
+    let mut relabeled = out.clone();
+    relabel(&mut relabeled);
+    if let Ok(r) = run(&relabeled, variant, Mode::Loose) {
+        if r.violation.as_ref().map(|v| v.finding.kind) == Some(kind)
+            && r.scenario.steps.len() <= out.steps.len()
+        {
+            out = r.scenario;
+        }
+    }
+    out.expects.clear();
+    let final_run = run(&out, variant, Mode::Strict).ok()?;
+    if final_run.violation.as_ref().map(|v| v.finding.kind) != Some(kind) {
+        return None;
+    }
+    // State what each variant does with it, so it is a regression as is.
+    // A variant under which the script does not replay gets no line.
+    for v in Variant::ALL {
+        if let Ok(r) = run(&out, v, Mode::Strict) {
+            let outcome = r.violation.map(|x| x.finding.kind);
+            out.expects.push(Expect {
+                variant: v,
+                outcome,
+            });
+        }
+    }
+    Some(Minimized {
+        kind,
+        before_steps,
+        scenario: out,
+        run: final_run,
+        tries,
+    })
+}

@@ -1,0 +1,105 @@
+//! In-process search on stable Rust: the fuzz targets' generator fed by a
+//! seeded RNG. Case `i` of seed `s` is always the same bytes, so any case
+//! is reproducible from `(s, i)` as well as from its script.
+
+use std::collections::BTreeMap;
+
+use bgfuzz_engine::Variant;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::generate::decode;
+use crate::minimize::{minimize, Minimized};
+use crate::oracles::ViolationKind;
+use crate::run::{run, Mode, Run};
+
+/// Inputs up to this many bytes: enough for `MAX_STEPS` steps.
+pub const MAX_INPUT: usize = 384;
+
+/// The bytes of case `case` under `seed`: ChaCha8 with the case as stream.
+pub fn case_bytes(seed: u64, case: u64, buf: &mut Vec<u8>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(case);
+    let len = 16 + (rng.next_u32() as usize % (MAX_INPUT - 16));
+    buf.resize(len, 0);
+    rng.fill_bytes(buf);
+}
+
+/// Runs one case under a variant.
+pub fn run_case(seed: u64, case: u64, variant: Variant, buf: &mut Vec<u8>) -> Run {
+    case_bytes(seed, case, buf);
+    let scn = decode(buf);
+    run(&scn, variant, Mode::Loose).expect("a decoded scenario always runs in loose mode")
+}
+
+/// What a search saw so far.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    pub cases: u64,
+    pub steps: u64,
+    pub by_kind: BTreeMap<ViolationKind, u64>,
+}
+
+/// The first violating case of a search.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub case: u64,
+    pub run: Run,
+}
+
+/// Searches cases `0..` of `seed` until `keep_going` says stop or a
+/// violation is found. `keep_going` sees the tally before every case; it is
+/// where budgets and progress bars live, outside the deterministic part.
+pub fn search(
+    seed: u64,
+    variant: Variant,
+    keep_going: impl FnMut(&Tally) -> bool,
+) -> (Tally, Option<Found>) {
+    let (tally, mut found) = search_hits(seed, variant, 1, keep_going);
+    (tally, found.pop())
+}
+
+/// Like [`search`], going on past violations until `max_hits` are found.
+pub fn search_hits(
+    seed: u64,
+    variant: Variant,
+    max_hits: usize,
+    mut keep_going: impl FnMut(&Tally) -> bool,
+) -> (Tally, Vec<Found>) {
+    let mut tally = Tally::default();
+    let mut found = Vec::new();
+    let mut buf = Vec::with_capacity(MAX_INPUT);
+    while found.len() < max_hits && keep_going(&tally) {
+        let case = tally.cases;
+        let r = run_case(seed, case, variant, &mut buf);
+        tally.cases += 1;
+        tally.steps += r.steps.len() as u64;
+        if let Some(v) = &r.violation {
+            *tally.by_kind.entry(v.finding.kind).or_default() += 1;
+            found.push(Found { case, run: r });
+        }
+    }
+    (tally, found)
+}
+
+/// Several violating cases minimized, the best kept: one that needs no
+/// injected fault (a race found by interleaving alone is what a kernel
+/// developer wants to read), then the shortest. Greedy shrinking ends in
+/// local minima, and another witness of the same bug often shrinks further
+/// than the first. Ties go to the earliest case.
+pub fn shortest(found: &[Found], variant: Variant) -> Option<(usize, Minimized)> {
+    let mut best: Option<(usize, Minimized)> = None;
+    for (i, f) in found.iter().enumerate() {
+        let Some(m) = minimize(&f.run.scenario, variant) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(_, b)| rank(&m) < rank(b)) {
+            best = Some((i, m));
+        }
+    }
+    best
+}
+
+fn rank(m: &Minimized) -> (usize, usize) {
+    (m.scenario.fails.len(), m.scenario.steps.len())
+}
