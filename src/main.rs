@@ -217,7 +217,7 @@ impl std::fmt::Debug for Invalid {
 impl std::error::Error for Invalid {}
 
 fn repro(
-    file: &PathBuf,
+    file: &Path,
     variant: Option<Variant>,
     json: bool,
     print_script: bool,
