@@ -63,14 +63,19 @@ const OP_KINDS: [OpKind; 9] = [
     OpKind::Continue,
 ];
 
-/// A generated scenario. Its `Debug` is the script, so `cargo fuzz fmt`
-/// prints an input as a person reads it.
+/// A generated scenario. Its `Debug` is the normalized script of its run
+/// under `BGFUZZ_VARIANT`, so `cargo fuzz fmt` and proptest print an input
+/// as a person reads it: every step that ran, none that was mapped away.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Generated(pub Scenario);
 
 impl fmt::Debug for Generated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.print())
+        let variant = crate::targets::variant_from_env();
+        match crate::run::run(&self.0, variant, crate::run::Mode::Loose) {
+            Ok(r) => f.write_str(&r.scenario.print()),
+            Err(e) => write!(f, "# does not run ({e})\n{}", self.0.print()),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod search;
+pub mod targets;
 
 pub use bgfuzz_engine as engine;
 pub use bgfuzz_failpoints as failpoints;

@@ -22,7 +22,7 @@ pub fn timeline(run: &Run) -> String {
         used[s.step.task] = true;
     }
     let cols: Vec<usize> = (0..MAX_TASKS).filter(|&t| used[t]).collect();
-    const W: usize = 22;
+    const W: usize = 26;
     let mut out = String::new();
     let _ = write!(out, "{:>5} ", "step");
     for &t in &cols {
