@@ -8,7 +8,9 @@
 //! every step; [`report`] prints what happened.
 
 pub mod bench;
+pub mod campaign;
 pub mod check;
+pub mod coverage;
 pub mod generate;
 pub mod minimize;
 pub mod oracles;

@@ -99,6 +99,33 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seeds: usize,
     },
+    /// A nightly campaign: `cargo fuzz` over the targets, corpus merged
+    /// (add-only), crashes minimized, deduplicated and matched against
+    /// corpus/scripts, a report in OUT/report.md and OUT/report.json.
+    /// Exit 1 on a new crash. Safe to kill; the next run resumes.
+    Campaign {
+        /// Comma-separated: scenario, script.
+        #[arg(long, value_delimiter = ',', default_value = "scenario,script")]
+        targets: Vec<String>,
+        /// Fuzzing time per target, e.g. 60s, 30m.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        time: Duration,
+        /// Parallel fuzzing processes per target (libFuzzer -fork).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// The engine the `scenario` target judges; default BGFUZZ_VARIANT,
+        /// else fixed.
+        #[arg(long, value_parser = parse_variant)]
+        variant: Option<Variant>,
+        #[arg(long, default_value = "campaign-out")]
+        out: PathBuf,
+        /// Seed corpora (<target>/) and regressions (scripts/).
+        #[arg(long, default_value = "corpus")]
+        corpus: PathBuf,
+        /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report.
+        #[arg(long)]
+        coverage: bool,
+    },
     /// Replay scripts (files or directories of .scn) against their
     /// `expect` lines.
     Check {
@@ -191,6 +218,24 @@ fn main() -> ExitCode {
             rounds,
             seeds,
         } => bench_cmd(json, rounds, seeds),
+        Command::Campaign {
+            targets,
+            time,
+            jobs,
+            variant,
+            out,
+            corpus,
+            coverage,
+        } => campaign_cmd(bgfuzz::campaign::CampaignConfig {
+            targets,
+            time,
+            jobs,
+            variant: variant.or_else(env_variant).unwrap_or(Variant::Fixed),
+            out,
+            corpus,
+            root: PathBuf::from("."),
+            coverage,
+        }),
     };
     match result {
         Ok(code) => code,
@@ -563,4 +608,19 @@ fn bench_cmd(json: bool, rounds: usize, seeds: usize) -> anyhow::Result<ExitCode
         print!("{}", bgfuzz::bench::table(&b));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCode> {
+    let report = bgfuzz::campaign::campaign(&cfg)?;
+    print!("{}", bgfuzz::campaign::markdown(&report));
+    eprintln!(
+        "\nreport: {}/report.md, {}/report.json",
+        cfg.out.display(),
+        cfg.out.display()
+    );
+    Ok(if report.new_crashes > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

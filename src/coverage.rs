@@ -1,0 +1,87 @@
+//! Turning `llvm-cov export` into the question a developer asks of a
+//! corpus: which engine steps and which oracle checks does it reach?
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// `rustc -vV`'s host triple, where cargo fuzz puts its binaries.
+pub fn host_triple() -> anyhow::Result<String> {
+    let out = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("no host triple in rustc -vV")
+}
+
+/// One function's coverage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reached {
+    pub file: String,
+    pub function: String,
+    pub calls: u64,
+    pub regions: usize,
+    pub regions_hit: usize,
+}
+
+/// The engine's and the oracles' functions from `llvm-cov export
+/// -format=text`, demangled, in file and name order.
+pub fn reached(export_json: &[u8]) -> anyhow::Result<Vec<Reached>> {
+    let v: Value = serde_json::from_slice(export_json).context("parsing llvm-cov export")?;
+    let mut out = Vec::new();
+    for data in v["data"].as_array().into_iter().flatten() {
+        for f in data["functions"].as_array().into_iter().flatten() {
+            let Some(file) = f["filenames"][0].as_str() else {
+                continue;
+            };
+            let short = if file.ends_with("engine/src/lib.rs") {
+                "engine/src/lib.rs"
+            } else if file.ends_with("src/oracles.rs") {
+                "src/oracles.rs"
+            } else {
+                continue;
+            };
+            let name = f["name"].as_str().unwrap_or("?");
+            let demangled = format!("{:#}", rustc_demangle::demangle(name));
+            // Closures are counted in their function.
+            if demangled.contains("{closure") {
+                continue;
+            }
+            let regions: Vec<&Value> = f["regions"].as_array().into_iter().flatten().collect();
+            let hit = regions
+                .iter()
+                .filter(|r| r[4].as_u64().unwrap_or(0) > 0)
+                .count();
+            out.push(Reached {
+                file: short.to_string(),
+                function: demangled
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or(&demangled)
+                    .to_string(),
+                calls: f["count"].as_u64().unwrap_or(0),
+                regions: regions.len(),
+                regions_hit: hit,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.file, &a.function).cmp(&(&b.file, &b.function)));
+    out.dedup_by(|a, b| a.file == b.file && a.function == b.function);
+    Ok(out)
+}
+
+/// A markdown table of [`reached`].
+pub fn summarize(export_json: &[u8]) -> anyhow::Result<String> {
+    let mut s = String::from(
+        "| file | function | calls | regions reached |\n| --- | --- | ---: | ---: |\n",
+    );
+    for r in reached(export_json)? {
+        s.push_str(&format!(
+            "| {} | `{}` | {} | {}/{} |\n",
+            r.file, r.function, r.calls, r.regions_hit, r.regions
+        ));
+    }
+    Ok(s)
+}
