@@ -56,6 +56,9 @@ pub struct Detection {
     pub cases: Spread,
     /// Step lines of the minimized script.
     pub minimized_steps: Spread,
+    /// Seeds whose kept script needs no injected fault: the race found by
+    /// interleaving alone.
+    pub without_faults: usize,
     pub kinds: Vec<String>,
 }
 
@@ -110,6 +113,7 @@ pub fn bench(cfg: &BenchConfig) -> Bench {
             let (mut times, mut cases, mut sizes, mut kinds) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut found = 0;
+            let mut without_faults = 0;
             for seed in 0..cfg.seeds as u64 {
                 let t = Instant::now();
                 let (tally, hit) = search(seed, v, |t| t.cases < cfg.cap_cases);
@@ -127,6 +131,7 @@ pub fn bench(cfg: &BenchConfig) -> Bench {
                 cases.push(tally.cases as f64);
                 if let Some((_, m)) = shortest(&more, v) {
                     sizes.push(m.scenario.steps.len() as f64);
+                    without_faults += usize::from(m.scenario.fails.is_empty());
                 }
                 if let Some(k) = kind {
                     if !kinds.contains(&k.name().to_string()) {
@@ -142,6 +147,7 @@ pub fn bench(cfg: &BenchConfig) -> Bench {
                 seconds: Spread::of(times),
                 cases: Spread::of(cases),
                 minimized_steps: Spread::of(sizes),
+                without_faults,
                 kinds,
             }
         })
@@ -187,12 +193,12 @@ pub fn table(b: &Bench) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n{:<14} {:>7} {:>12} {:>12} {:>12} {:>10} {:>14}  {}\n",
-        "variant", "found", "median s", "min s", "max s", "cases", "minimized", "kind"
+        "\n{:<14} {:>7} {:>12} {:>12} {:>12} {:>10} {:>14} {:>9}  {}\n",
+        "variant", "found", "median s", "min s", "max s", "cases", "minimized", "no fault", "kind"
     ));
     for d in &b.detect {
         out.push_str(&format!(
-            "{:<14} {:>3}/{:<3} {:>12.4} {:>12.4} {:>12.4} {:>10.0} {:>6.0} (max {:>2.0})  {}\n",
+            "{:<14} {:>3}/{:<3} {:>12.4} {:>12.4} {:>12.4} {:>10.0} {:>6.0} (max {:>2.0}) {:>6}/{:<2}  {}\n",
             d.variant,
             d.found,
             d.seeds,
@@ -202,6 +208,8 @@ pub fn table(b: &Bench) -> String {
             d.cases.median,
             d.minimized_steps.median,
             d.minimized_steps.max,
+            d.without_faults,
+            d.seeds,
             d.kinds.join(",")
         ));
     }

@@ -714,3 +714,102 @@ pub fn markdown(r: &CampaignReport) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libfuzzer_status_lines() {
+        let fork = "#27634: cov: 1386 ft: 5708 corp: 582 exec/s: 0 oom/timeout/crash: 0/0/84 time: 8s job: 85 dft_time: 0";
+        assert_eq!(
+            FuzzStats::parse_line(fork),
+            Some(FuzzStats {
+                executions: 27634,
+                coverage: 1386,
+                features: 5708,
+                crashes: 84
+            })
+        );
+        let plain =
+            "#198102\tDONE   cov: 1478 ft: 6496 corp: 871/157Kb lim: 403 exec/s: 18009 rss: 48Mb";
+        let s = FuzzStats::parse_line(plain).unwrap();
+        assert_eq!((s.executions, s.coverage, s.features), (198102, 1478, 6496));
+        assert_eq!(FuzzStats::parse_line("INFO: Seed: 1"), None);
+    }
+
+    fn cfg(dir: &Path, variant: Variant) -> CampaignConfig {
+        CampaignConfig {
+            targets: vec!["scenario".into()],
+            time: Duration::from_secs(1),
+            jobs: 1,
+            variant,
+            out: dir.join("out"),
+            corpus: dir.join("corpus"),
+            root: PathBuf::from("."),
+            coverage: false,
+        }
+    }
+
+    /// Violating inputs of the bug variant, as libFuzzer would save them.
+    fn artifacts(dir: &Path, n: usize) -> Vec<PathBuf> {
+        let (_, found) =
+            crate::search::search_hits(3, Variant::BugFf1f8250, n, |t| t.cases < 100_000);
+        let mut buf = Vec::new();
+        found
+            .iter()
+            .map(|f| {
+                crate::search::case_bytes(3, f.case, &mut buf);
+                let p = dir.join(format!("crash-{:04}", f.case));
+                std::fs::write(&p, &buf).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn triage_makes_one_crash_of_many_witnesses_and_knows_a_kept_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let arts = artifacts(dir.path(), 6);
+        assert_eq!(arts.len(), 6);
+        let c = cfg(dir.path(), Variant::BugFf1f8250);
+        let crashes = triage(&c, "scenario", &arts, &[]);
+        assert_eq!(crashes.len(), 1, "{crashes:#?}");
+        let crash = &crashes[0];
+        assert_eq!(crash.status, CrashStatus::New);
+        assert_eq!(crash.kind, "abort-enoent-outside-critical");
+        assert_eq!(crash.artifacts.len(), 6);
+        // Kept as a regression, the same crash is known.
+        let scripts = dir.path().join("corpus/scripts");
+        std::fs::create_dir_all(&scripts).unwrap();
+        std::fs::write(scripts.join("kept.scn"), &crash.script).unwrap();
+        let known = known_crashes(&c);
+        assert_eq!(known.len(), 1);
+        let again = triage(&c, "scenario", &arts, &known);
+        assert_eq!(again[0].status, CrashStatus::Known);
+        assert!(again[0].known_as.as_deref().unwrap().ends_with("kept.scn"));
+        // Under the fixed engine the same inputs reproduce nothing.
+        let fixed = triage(&cfg(dir.path(), Variant::Fixed), "scenario", &arts, &[]);
+        assert!(fixed.iter().all(|c| c.status == CrashStatus::Unreproduced));
+    }
+
+    #[test]
+    fn the_report_names_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let arts = artifacts(dir.path(), 2);
+        let c = cfg(dir.path(), Variant::BugFf1f8250);
+        let report = CampaignReport {
+            variant: "bug-ff1f8250".into(),
+            seconds_per_target: 60,
+            jobs: 1,
+            targets: vec![],
+            crashes: triage(&c, "scenario", &arts, &[]),
+            new_crashes: 1,
+        };
+        let md = markdown(&report);
+        assert!(md.starts_with("# bgfuzz campaign: NEW CRASHES"));
+        assert!(md.contains("## New crash in `scenario`: abort-enoent-outside-critical"));
+        assert!(md.contains("Reproduce: `bgfuzz repro --artifact "));
+        assert!(md.contains("bgfuzz minimize --artifact"));
+    }
+}

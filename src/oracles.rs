@@ -279,6 +279,9 @@ fn check_items_at_commit(engine: &Engine, transid: u64) -> Option<Finding> {
 
 /// Oracle 4 at the end: a live bg's refs equal its list memberships.
 fn check_refcounts(engine: &Engine) -> Option<Finding> {
+    if let Some(f) = check_list_membership(engine) {
+        return Some(f);
+    }
     for bg in engine.block_groups() {
         let want = if bg.freed {
             0
@@ -298,6 +301,53 @@ fn check_refcounts(engine: &Engine) -> Option<Finding> {
                     "{} holds {} ref(s), its lists account for {want} ({lists})",
                     bg.name(),
                     bg.refs
+                ),
+            );
+        }
+    }
+    None
+}
+
+/// Part of oracle 4: a bg's list fields agree with the lists: on the list
+/// its field names, exactly once, and on no other. Refcounts are checked
+/// against the fields, so the fields must be checked against the lists.
+fn check_list_membership(engine: &Engine) -> Option<Finding> {
+    let mut dirty: Vec<(DirtyList, usize)> =
+        vec![(DirtyList::None, 0); engine.block_groups().len()];
+    for tr in engine.transactions() {
+        for (list, which) in [
+            (&tr.dirty_bgs, DirtyList::DirtyBgs(tr.transid)),
+            (&tr.writeout, DirtyList::Writeout(tr.transid)),
+        ] {
+            for id in list {
+                let d = &mut dirty[id.0 as usize];
+                d.0 = which;
+                d.1 += 1;
+            }
+        }
+    }
+    let mut unused = vec![0usize; engine.block_groups().len()];
+    for id in engine.unused_bgs() {
+        unused[id.0 as usize] += 1;
+    }
+    for (i, bg) in engine.block_groups().iter().enumerate() {
+        let (on, times) = dirty[i];
+        let dirty_ok = if bg.dirty_list == DirtyList::None {
+            times == 0
+        } else {
+            times == 1 && on == bg.dirty_list
+        };
+        let unused_ok = unused[i] == usize::from(bg.bg_list == BgList::UnusedBgs);
+        if !dirty_ok || !unused_ok {
+            return finding(
+                ViolationKind::BgRefcount,
+                format!(
+                    "{}: dirty_list says {:?} but it is on {} dirty list(s); bg_list says {:?} but it is on unused_bgs {} time(s)",
+                    bg.name(),
+                    bg.dirty_list,
+                    times,
+                    bg.bg_list,
+                    unused[i]
                 ),
             );
         }

@@ -254,3 +254,17 @@ fn write_after_abort_fires_when_committed_state_moves() {
         Some(ViolationKind::WriteAfterAbort)
     );
 }
+
+#[test]
+fn bg_refcount_fires_when_a_list_field_lies() {
+    // Claims to be on dirty_bgs, holds the ref for it, is on no list.
+    let mut e = engine();
+    let mut o = Oracles::new();
+    let id = data_bg(&e);
+    let bg = e.testing_bg_mut(id);
+    bg.dirty_list = bgfuzz::engine::DirtyList::DirtyBgs(2);
+    bg.refs += 1;
+    let f = o.at_end(&e).unwrap();
+    assert_eq!(f.kind, ViolationKind::BgRefcount);
+    assert!(f.message.contains("dirty list"), "{}", f.message);
+}

@@ -1086,6 +1086,9 @@ impl Engine {
                     self.run_delayed_refs(transid);
                     if pass == 0 {
                         self.splice_dirty_to_writeout(transid);
+                        // The kernel's `again:` creates own pending bgs
+                        // before each pass.
+                        self.create_pending_block_groups(task, STACK_START_DIRTY);
                         if !self.trans(transid).writeout.is_empty() {
                             return (keep(CommitPc::WriteOut { pass: 1 }), StepOutcome::Yielded);
                         }

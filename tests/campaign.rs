@@ -1,0 +1,181 @@
+//! `bgfuzz campaign` end to end, with cargo-fuzz. These need `cargo fuzz`
+//! installed and the targets built, so they are `#[ignore]`d under plain
+//! `cargo test`; `.ci/run` runs them (`--ignored`) once it has installed
+//! cargo-fuzz.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A copy of the seed corpora and regressions, so tests never touch the
+/// repository's own.
+fn corpus_copy(dir: &Path) -> PathBuf {
+    let dst = dir.join("corpus");
+    for sub in ["scenario", "script", "scripts"] {
+        let to = dst.join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(root().join("corpus").join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dst
+}
+
+fn campaign(dir: &Path, variant: &str, time: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bgfuzz"));
+    c.current_dir(root())
+        .args(["campaign", "--targets", "scenario", "--time", time, "--out"])
+        .arg(dir.join("out"))
+        .arg("--corpus")
+        .arg(dir.join("corpus"))
+        .env("BGFUZZ_VARIANT", variant)
+        .stdin(Stdio::null());
+    c
+}
+
+fn files(dir: &Path) -> BTreeSet<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("out/report.json")).unwrap()).unwrap()
+}
+
+#[test]
+#[ignore = "needs cargo-fuzz; run by .ci/run"]
+fn the_bug_variant_is_one_new_crash_and_fixed_grows_the_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus_copy(dir.path());
+    let out = campaign(dir.path(), "bug-ff1f8250", "10s")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(dir.path());
+    assert_eq!(r["new_crashes"], 1, "{r:#}");
+    let crash = &r["crashes"][0];
+    assert_eq!(crash["kind"], "abort-enoent-outside-critical");
+    assert!(crash["script"].as_str().unwrap().contains("commit"));
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    assert!(md.contains("New crashes: **1**"), "{md}");
+
+    let dir = tempfile::tempdir().unwrap();
+    corpus_copy(dir.path());
+    let out = campaign(dir.path(), "fixed", "10s").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(dir.path());
+    assert_eq!(r["new_crashes"], 0);
+    let t = &r["targets"][0];
+    assert!(
+        t["corpus_after"].as_u64() > t["corpus_before"].as_u64(),
+        "{t:#}"
+    );
+    assert!(t["executions"].as_u64().unwrap() > 1000);
+}
+
+/// Kills a campaign's whole process group (bgfuzz, cargo fuzz, libFuzzer
+/// and its forks) with `signal` once it has found inputs and crashes, then
+/// runs it again: every file is still there, and the second run triages
+/// the first one's artifacts.
+fn interrupted_then_resumed(signal: &str) {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus_copy(dir.path());
+    let mut child = campaign(dir.path(), "bug-ff1f8250", "120s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let new = dir.path().join("out/scenario/new");
+    let arts = dir.path().join("out/scenario/artifacts");
+    let started = Instant::now();
+    while files(&new).len() < 5 || files(&arts).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the campaign found nothing to lose"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // bash's builtin, with `--`: procps-ng 4.0's kill(1) misreads a
+    // negative pid and signals every process it can.
+    let kill = Command::new("bash")
+        .args(["-c", &format!("kill -{signal} -- -{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let _ = child.wait();
+    // Let the group's processes finish dying before counting.
+    std::thread::sleep(Duration::from_secs(1));
+    let before: Vec<BTreeSet<PathBuf>> = [corpus.join("scenario"), new.clone(), arts.clone()]
+        .iter()
+        .map(|d| files(d))
+        .collect();
+    assert!(
+        !dir.path().join("out/report.json").exists(),
+        "killed before the report"
+    );
+
+    let out = campaign(dir.path(), "bug-ff1f8250", "3s").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (d, had) in [corpus.join("scenario"), new, arts.clone()]
+        .iter()
+        .zip(&before)
+    {
+        let now = files(d);
+        let lost: Vec<_> = had.difference(&now).collect();
+        assert!(lost.is_empty(), "{}: lost {lost:?}", d.display());
+    }
+    // The first run's artifacts are triaged by the second.
+    let r = report(dir.path());
+    let triaged: BTreeSet<String> = r["crashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["artifacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+        })
+        .collect();
+    for a in &before[2] {
+        let shown = a.canonicalize().unwrap().display().to_string();
+        assert!(triaged.contains(&shown), "{shown} not triaged");
+    }
+}
+
+#[test]
+#[ignore = "needs cargo-fuzz; run by .ci/run"]
+fn a_campaign_killed_with_sigkill_loses_nothing_and_resumes() {
+    interrupted_then_resumed("KILL");
+}
+
+#[test]
+#[ignore = "needs cargo-fuzz; run by .ci/run"]
+fn a_campaign_interrupted_with_sigint_loses_nothing_and_resumes() {
+    interrupted_then_resumed("INT");
+}
