@@ -135,6 +135,18 @@ pub struct CampaignReport {
     pub new_crashes: usize,
 }
 
+/// A path as the report shows it: relative to the working directory when
+/// it is under it, so a report reads the same on every machine.
+fn display(p: &Path) -> String {
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|d| d.canonicalize().ok());
+    match cwd.as_deref().and_then(|d| p.strip_prefix(d).ok()) {
+        Some(rel) => rel.display().to_string(),
+        None => p.display().to_string(),
+    }
+}
+
 fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|d| {
@@ -253,7 +265,7 @@ fn triage(
         let Ok(bytes) = std::fs::read(a) else {
             continue;
         };
-        let shown = a.display().to_string();
+        let shown = display(a);
         let t = match target {
             "scenario" => triage_scenario(&bytes, cfg.variant, &shown),
             _ => triage_script(&bytes, target, &shown),
@@ -489,8 +501,8 @@ fn run_target(cfg: &CampaignConfig, target: &str) -> anyhow::Result<TargetReport
         corpus_after: count_files(&corpus),
         artifacts: count_files(&artifacts),
         fuzz_exit: code,
-        log: log.display().to_string(),
-        coverage_report: coverage_report.map(|p| p.display().to_string()),
+        log: display(&log),
+        coverage_report: coverage_report.map(|p| display(&p)),
     })
 }
 
@@ -683,9 +695,9 @@ pub fn markdown(r: &CampaignReport) -> String {
         }
         let _ = writeln!(
             s,
-            "{} artifact(s), e.g. `{}`.\n",
+            "{} artifact(s); the script below is `{}`'s, minimized.\n",
             c.artifacts.len(),
-            c.artifacts[0]
+            c.representative
         );
         if !c.script.is_empty() {
             let _ = writeln!(

@@ -162,8 +162,11 @@ fn interrupted_then_resumed(signal: &str) {
                 .map(|a| a.as_str().unwrap().to_string())
         })
         .collect();
+    // Shown relative to the campaign's working directory when under it.
+    let cwd = root().canonicalize().unwrap();
     for a in &before[2] {
-        let shown = a.canonicalize().unwrap().display().to_string();
+        let a = a.canonicalize().unwrap();
+        let shown = a.strip_prefix(&cwd).unwrap_or(&a).display().to_string();
         assert!(triaged.contains(&shown), "{shown} not triaged");
     }
 }
