@@ -96,39 +96,23 @@ impl Shrinker {
         let mut progress = false;
         let mut i = 0;
         while i < self.best.scenario.steps.len() {
-            let mut cand = self.current();
-            let t = cand.steps[i].task;
-            if !matches!(cand.steps[i].action, Action::Begin(_)) {
+            if !matches!(self.best.scenario.steps[i].action, Action::Begin(_)) {
                 i += 1;
                 continue;
             }
-            let mut keep = Vec::with_capacity(cand.steps.len());
-            let mut in_op = false;
-            for (j, s) in cand.steps.iter().enumerate() {
-                if j == i {
-                    in_op = true;
-                    continue;
-                }
-                if in_op && s.task == t {
-                    if s.action == Action::Continue {
-                        continue;
-                    }
-                    in_op = false;
-                }
-                keep.push(*s);
-            }
-            cand.steps = keep;
-            if !self.try_candidate(&cand) {
-                i += 1;
-            } else {
+            let mut cand = self.current();
+            cand.steps = replace_op(&cand.steps, i, None);
+            if self.try_candidate(&cand) {
                 progress = true;
+            } else {
+                i += 1;
             }
         }
         progress
     }
 
     /// A commit whose only use was to run the delayed refs becomes a
-    /// `run_delayed_refs` (its `continue`s dropped, as in `drop_ops`).
+    /// `run_delayed_refs`.
     fn simplify_commits(&mut self) -> bool {
         let mut progress = false;
         for i in 0..self.best.scenario.steps.len() {
@@ -139,23 +123,8 @@ impl Shrinker {
             if step.action != Action::Begin(Op::Commit) {
                 continue;
             }
-            let mut keep = Vec::with_capacity(cand.steps.len());
-            let mut in_op = false;
-            for (j, s) in cand.steps.iter().enumerate() {
-                if j == i {
-                    in_op = true;
-                    keep.push(Step::new(s.task, Action::Begin(Op::RunDelayedRefs)));
-                    continue;
-                }
-                if in_op && s.task == step.task {
-                    if s.action == Action::Continue {
-                        continue;
-                    }
-                    in_op = false;
-                }
-                keep.push(*s);
-            }
-            cand.steps = keep;
+            let with = Step::new(step.task, Action::Begin(Op::RunDelayedRefs));
+            cand.steps = replace_op(&cand.steps, i, Some(with));
             progress |= self.try_candidate(&cand);
         }
         progress
@@ -249,6 +218,27 @@ impl Shrinker {
         }
         progress
     }
+}
+
+/// The steps with the operation begun at `i` (its begin line and the
+/// `continue`s of its task up to that task's next begin) replaced by
+/// `with`, or dropped.
+fn replace_op(steps: &[Step], i: usize, with: Option<Step>) -> Vec<Step> {
+    let t = steps[i].task;
+    let mut out = Vec::with_capacity(steps.len());
+    out.extend_from_slice(&steps[..i]);
+    out.extend(with);
+    let mut in_op = true;
+    for s in &steps[i + 1..] {
+        if in_op && s.task == t {
+            if s.action == Action::Continue {
+                continue;
+            }
+            in_op = false;
+        }
+        out.push(*s);
+    }
+    out
 }
 
 /// Renames tasks A, B, C, ... in order of first appearance.

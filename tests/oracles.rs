@@ -3,13 +3,17 @@
 //! `testing` hooks.
 
 use bgfuzz::engine::{
-    BgId, Config, Engine, Errno, Error, Event, Kind, Op, Status, StepOutcome, Variant,
+    BgId, Config, Engine, Errno, Error, Event, ExtentId, Kind, Op, Status, StepOutcome, Variant,
 };
 use bgfuzz::oracles::{Oracles, ViolationKind};
 use bgfuzz::run::{run, Mode};
 use bgfuzz::scenario::Scenario;
 
 const A: usize = 0;
+const ALLOC_4K: Op = Op::Alloc {
+    kind: Kind::Data,
+    size: 4096,
+};
 const B: usize = 1;
 
 fn engine() -> Engine {
@@ -63,18 +67,7 @@ fn bg_item_missing_at_commit_fires_for_a_missing_or_stale_item() {
     let mut e = engine();
     let mut o = Oracles::new();
     assert_eq!(op(&mut e, &mut o, A, Op::Start), None);
-    assert_eq!(
-        op(
-            &mut e,
-            &mut o,
-            A,
-            Op::Alloc {
-                kind: Kind::Data,
-                size: 4096
-            }
-        ),
-        None
-    );
+    assert_eq!(op(&mut e, &mut o, A, ALLOC_4K), None);
     // The data bg's item vanishes; judge a commit switching roots now.
     let bg = e.bg(data_bg(&e)).clone();
     e.testing_extent_tree_mut()
@@ -112,29 +105,18 @@ fn unjustified_abort_fires_when_the_model_raises_the_error() {
     let mut o = Oracles::new();
     // Empty a fresh data bg so it lands on unused_bgs, commit it.
     op(&mut e, &mut o, A, Op::Start);
-    op(
-        &mut e,
-        &mut o,
-        A,
-        Op::Alloc {
-            kind: Kind::Data,
-            size: 4096,
-        },
-    );
+    op(&mut e, &mut o, A, ALLOC_4K);
     op(&mut e, &mut o, A, Op::RunDelayedRefs);
     op(
         &mut e,
         &mut o,
         A,
         Op::Free {
-            extent: bgfuzz::engine::ExtentId(1),
+            extent: ExtentId(1),
         },
     );
     op(&mut e, &mut o, A, Op::RunDelayedRefs);
     assert_eq!(op(&mut e, &mut o, A, Op::Commit), None);
-    while e.status(A) == Status::Runnable {
-        e.step(A).unwrap();
-    }
     let id = data_bg(&e);
     assert!(e.unused_bgs().contains(&id));
     // Its item disappears behind the engine's back: removal hits -EIO.
@@ -153,26 +135,15 @@ fn bg_refcount_fires_on_underflow_and_on_a_leak() {
     let mut e = engine();
     let mut o = Oracles::new();
     op(&mut e, &mut o, A, Op::Start);
-    op(
-        &mut e,
-        &mut o,
-        A,
-        Op::Alloc {
-            kind: Kind::Data,
-            size: 4096,
-        },
-    );
+    op(&mut e, &mut o, A, ALLOC_4K);
     op(&mut e, &mut o, A, Op::RunDelayedRefs);
     // The bg is dirty (2 refs); pretend its dirty ref was already put.
     let id = data_bg(&e);
     e.testing_bg_mut(id).refs = 0;
-    let mut got = op(&mut e, &mut o, A, Op::Commit);
-    while got.is_none() && e.status(A) == Status::Runnable {
-        e.step(A).unwrap();
-        let ev: Vec<Event> = e.drain_events().collect();
-        got = o.after_step(&e, &ev).map(|f| f.kind);
-    }
-    assert_eq!(got, Some(ViolationKind::BgRefcount));
+    assert_eq!(
+        op(&mut e, &mut o, A, Op::Commit),
+        Some(ViolationKind::BgRefcount)
+    );
 
     // A leaked ref shows at the end of the run.
     let mut e = engine();
@@ -212,14 +183,11 @@ fn deadlock_fires_when_every_task_waits() {
     op(&mut e, &mut o, A, Op::Start);
     // A phantom START writer that no task holds: the commit waits forever.
     e.testing_trans_mut(2).num_extwriters += 1;
-    let mut got = op(&mut e, &mut o, A, Op::Commit);
-    while got.is_none() && e.status(A) == Status::Runnable {
-        e.step(A).unwrap();
-        let ev: Vec<Event> = e.drain_events().collect();
-        got = o.after_step(&e, &ev).map(|f| f.kind);
-    }
+    assert_eq!(
+        op(&mut e, &mut o, A, Op::Commit),
+        Some(ViolationKind::Deadlock)
+    );
     assert!(matches!(e.status(A), Status::Blocked(_)));
-    assert_eq!(got, Some(ViolationKind::Deadlock));
 }
 
 #[test]
