@@ -133,6 +133,8 @@ pub struct CampaignReport {
     pub targets: Vec<TargetReport>,
     pub crashes: Vec<CrashReport>,
     pub new_crashes: usize,
+    /// Where kept regressions go (`<--corpus>/scripts`).
+    pub scripts_dir: String,
 }
 
 /// A path as the report shows it: relative to the working directory when
@@ -458,8 +460,9 @@ fn run_target(cfg: &CampaignConfig, target: &str) -> anyhow::Result<TargetReport
     let (stats, code) = cargo_fuzz(cfg, &fuzz_args, &log, target)?;
     let seconds = started.elapsed().as_secs_f64();
     if stats.executions == 0 {
+        let code = code.map_or("a signal".to_string(), |c| format!("status {c}"));
         bail!(
-            "cargo fuzz ran no input for {target} (exit {code:?}); see {}",
+            "cargo fuzz ran no input for {target} (it exited with {code}); see {}. Run `bgfuzz campaign` from the repository root, with cargo-fuzz installed",
             log.display()
         );
     }
@@ -621,6 +624,7 @@ pub fn campaign(cfg: &CampaignConfig) -> anyhow::Result<CampaignReport> {
         targets,
         crashes,
         new_crashes,
+        scripts_dir: display(&cfg.corpus.join("scripts")),
     };
     write_atomic(
         &cfg.out.join("report.json"),
@@ -714,8 +718,8 @@ pub fn markdown(r: &CampaignReport) -> String {
         if c.status == CrashStatus::New && c.target == "scenario" {
             let _ = writeln!(
                 s,
-                "\nKeep it as a regression: `bgfuzz minimize --artifact {} --variant {} -o corpus/scripts/<name>.scn`",
-                c.representative, r.variant
+                "\nKeep it as a regression: `bgfuzz minimize --artifact {} --variant {} -o {}/<name>.scn`",
+                c.representative, r.variant, r.scripts_dir
             );
         }
     }
@@ -817,6 +821,7 @@ mod tests {
             targets: vec![],
             crashes: triage(&c, "scenario", &arts, &[]),
             new_crashes: 1,
+            scripts_dir: "corpus/scripts".into(),
         };
         let md = markdown(&report);
         assert!(md.starts_with("# bgfuzz campaign: NEW CRASHES"));

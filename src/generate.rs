@@ -81,7 +81,12 @@ impl fmt::Debug for Generated {
 
 impl<'a> Arbitrary<'a> for Generated {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        generate(u).map(Generated)
+        let n = u.len().min(HEADER_LEN + STEP_LEN * MAX_STEPS);
+        Ok(Generated(generate(u.bytes(n)?)))
+    }
+
+    fn arbitrary_take_rest(u: Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Generated(generate(u.take_rest())))
     }
 }
 
@@ -89,47 +94,54 @@ impl<'a> Arbitrary<'a> for Generated {
 /// (libfuzzer-sys: `arbitrary_take_rest` of the whole input). Every byte
 /// string decodes.
 pub fn decode(bytes: &[u8]) -> Scenario {
-    match Generated::arbitrary_take_rest(Unstructured::new(bytes)) {
-        Ok(g) => g.0,
-        // `generate` never fails: exhausted input reads as zeros.
-        Err(_) => Scenario::default(),
-    }
+    generate(bytes)
 }
 
-fn generate(u: &mut Unstructured<'_>) -> arbitrary::Result<Scenario> {
-    let ntasks = u.int_in_range(2..=4usize)?;
+/// Bytes of the fixed header: tasks, sizes, swarm weights, faults.
+pub const HEADER_LEN: usize = 22;
+/// Bytes per step record: task, operation, two arguments.
+pub const STEP_LEN: usize = 4;
+
+/// A fixed layout, so that a mutation or a shrink of one byte changes one
+/// choice: a header of [`HEADER_LEN`] bytes, then one [`STEP_LEN`]-byte
+/// record per step. Missing bytes read as zero; small domains are taken
+/// modulo their size.
+fn generate(bytes: &[u8]) -> Scenario {
+    let at = |i: usize| bytes.get(i).copied().unwrap_or(0) as usize;
+    let pick = |i: usize, n: usize| at(i) % n;
     let mut s = Scenario::default();
-    // Sizes first: small chunks make new block groups (the race's first
-    // ingredient) a single allocation away.
-    let data = *u.choose(&DATA_CHUNKS)?;
-    let meta = *u.choose(&METADATA_CHUNKS)?;
+    let ntasks = 2 + pick(0, 3);
+    // Small chunks make a new block group (the race's first ingredient) a
+    // single allocation away.
+    let data = DATA_CHUNKS[pick(1, DATA_CHUNKS.len())];
+    let meta = METADATA_CHUNKS[pick(2, METADATA_CHUNKS.len())];
     // Never below mkfs's three chunks plus one more data chunk, so a small
     // device makes ENOSPC reachable without making mkfs impossible.
     let floor = SZ_1M + data + meta + 32 * SZ_1M + data;
-    let device = (*u.choose(&DEVICES)?).max(floor);
     s.chunk[Kind::Data.index()] = Some(data);
     s.chunk[Kind::Metadata.index()] = Some(meta);
-    s.device = Some(device);
+    s.device = Some(DEVICES[pick(3, DEVICES.len())].max(floor));
     // Swarm: a weight 0..=3 per operation kind; 0 turns it off.
-    let mut weights = [0u32; OP_KINDS.len()];
-    for w in &mut weights {
-        *w = u.int_in_range(0..=3u32)?;
+    let mut weights = [0usize; OP_KINDS.len()];
+    for (i, w) in weights.iter_mut().enumerate() {
+        *w = pick(4 + i, 4);
     }
     if weights.iter().all(|&w| w == 0) {
         weights = [1; OP_KINDS.len()];
     }
-    let total: u32 = weights.iter().sum();
-    // Faults are the exception, not the rule: most inputs have none.
-    if u.ratio(1u8, 4u8)? {
-        let n = u.int_in_range(1..=2u8)?;
-        for _ in 0..n {
-            let site = *u.choose(&Site::ALL)?;
+    let total: usize = weights.iter().sum();
+    // Faults are the exception: a quarter of the inputs, one or two
+    // count-based plans.
+    if at(13) >= 192 {
+        for f in 0..1 + (at(13) % 2) {
+            let b = 14 + 4 * f;
+            let site = Site::ALL[pick(b, Site::ALL.len())];
             if s.fails.iter().any(|p| p.site == site) {
                 continue;
             }
-            let errno = *u.choose(site.errnos())?;
-            let skip = u.int_in_range(0..=3u32)?;
-            let hits = u.int_in_range(1..=2u32)?;
+            let errno = site.errnos()[pick(b + 1, site.errnos().len())];
+            let skip = pick(b + 2, 4) as u32;
+            let hits = 1 + pick(b + 3, 2) as u32;
             let mut actions = Vec::new();
             if skip > 0 {
                 actions.push(FpAction {
@@ -144,26 +156,28 @@ fn generate(u: &mut Unstructured<'_>) -> arbitrary::Result<Scenario> {
             s.fails.push(FaultPlan { site, actions });
         }
     }
-    while s.steps.len() < MAX_STEPS && !u.is_empty() {
-        let task = u.int_in_range(0..=ntasks - 1)?;
-        let mut pick = u.int_in_range(0..=total - 1)?;
+    let records = bytes.get(HEADER_LEN..).unwrap_or_default();
+    for r in records.chunks(STEP_LEN).take(MAX_STEPS) {
+        let r = |i: usize| r.get(i).copied().unwrap_or(0) as usize;
+        let task = r(0) % ntasks;
+        let mut p = r(1) % total;
         let mut kind = OpKind::Continue;
         for (k, &w) in OP_KINDS.iter().zip(&weights) {
-            if pick < w {
+            if p < w {
                 kind = *k;
                 break;
             }
-            pick -= w;
+            p -= w;
         }
         let action = match kind {
             OpKind::Start => Action::Begin(Op::Start),
             OpKind::Join => Action::Begin(Op::Join),
             OpKind::Alloc => Action::Begin(Op::Alloc {
-                kind: *u.choose(&KINDS)?,
-                size: *u.choose(&SIZES)?,
+                kind: KINDS[r(2) % KINDS.len()],
+                size: SIZES[r(3) % SIZES.len()],
             }),
             OpKind::Free => Action::Begin(Op::Free {
-                extent: ExtentId(u32::from(u.arbitrary::<u8>()?) + 1),
+                extent: ExtentId(r(2) as u32 + 1),
             }),
             OpKind::RunDelayedRefs => Action::Begin(Op::RunDelayedRefs),
             OpKind::End => Action::Begin(Op::End),
@@ -174,14 +188,22 @@ fn generate(u: &mut Unstructured<'_>) -> arbitrary::Result<Scenario> {
         debug_assert!(task < MAX_TASKS);
         s.steps.push(Step::new(task, action));
     }
-    Ok(s)
+    s
 }
 
-/// The same generator as a proptest strategy: bytes in, scenario out.
-/// Shrinking works on the bytes, and every byte string decodes, so every
+/// The same generator as a proptest strategy: a header and a list of step
+/// records in, scenario out. Shrinking drops whole steps and lowers choices
+/// towards the first of each list, and every byte string decodes, so every
 /// shrunk case is a valid scenario.
 pub fn scenarios() -> impl Strategy<Value = Generated> {
-    proptest::collection::vec(any::<u8>(), 0..1024).prop_map(|b| Generated(decode(&b)))
+    (
+        proptest::collection::vec(any::<u8>(), HEADER_LEN),
+        proptest::collection::vec(any::<[u8; STEP_LEN]>(), 0..=MAX_STEPS),
+    )
+        .prop_map(|(mut header, steps)| {
+            header.extend(steps.iter().flatten());
+            Generated(decode(&header))
+        })
 }
 
 #[cfg(test)]

@@ -230,7 +230,16 @@ fn main() -> ExitCode {
             targets,
             time,
             jobs,
-            variant: variant.or_else(env_variant).unwrap_or(Variant::Fixed),
+            variant: match variant {
+                Some(v) => v,
+                None => match env_variant() {
+                    Ok(v) => v.unwrap_or(Variant::Fixed),
+                    Err(e) => {
+                        eprintln!("bgfuzz: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            },
             out,
             corpus,
             root: PathBuf::from("."),
@@ -270,7 +279,7 @@ fn repro(
     input: InputKind,
 ) -> anyhow::Result<ExitCode> {
     let (scn, artifact) = load(file, input)?;
-    let variant = scn.variant_or(variant.or_else(|| artifact.then(env_variant).flatten()));
+    let variant = input_variant(&scn, variant, artifact)?;
     if artifact && !print_script && !json {
         println!(
             "# {}: a libFuzzer input, decoded as the `scenario` target decodes it",
@@ -321,18 +330,34 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         failed,
         rep.errors.len()
     );
-    Ok(if rep.passed() {
+    // 2 if a script is invalid (as for `repro`), 1 if one is unmet.
+    Ok(if !rep.errors.is_empty() {
+        ExitCode::from(2)
+    } else if rep.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
-/// `BGFUZZ_VARIANT`, as the fuzz target reads it, for artifacts.
-fn env_variant() -> Option<Variant> {
-    std::env::var("BGFUZZ_VARIANT")
-        .ok()
-        .and_then(|v| Variant::parse(&v))
+/// `BGFUZZ_VARIANT`, as the fuzz target reads it. An unknown name is an
+/// error, not a silent `fixed`: a typo in a nightly job must not fuzz the
+/// wrong engine and stay green.
+fn env_variant() -> anyhow::Result<Option<Variant>> {
+    match std::env::var("BGFUZZ_VARIANT") {
+        Err(_) => Ok(None),
+        Ok(v) => parse_variant(&v)
+            .map(Some)
+            .map_err(|e| Invalid(format!("BGFUZZ_VARIANT: {e}")).into()),
+    }
+}
+
+/// The variant for an input: `--variant`, else (for a libFuzzer input, as
+/// the target decodes it) `BGFUZZ_VARIANT`, else the script's header, else
+/// `fixed`.
+fn input_variant(scn: &Scenario, flag: Option<Variant>, artifact: bool) -> anyhow::Result<Variant> {
+    let env = if artifact { env_variant()? } else { None };
+    Ok(scn.variant_or(flag.or(env)))
 }
 
 fn minimize_cmd(
@@ -342,7 +367,7 @@ fn minimize_cmd(
     input: InputKind,
 ) -> anyhow::Result<ExitCode> {
     let (scn, artifact) = load(file, input)?;
-    let variant = scn.variant_or(variant.or_else(|| artifact.then(env_variant).flatten()));
+    let variant = input_variant(&scn, variant, artifact)?;
     let before =
         run(&scn, variant, Mode::Loose).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
     let Some(m) = minimize(&before.scenario, variant) else {

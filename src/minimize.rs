@@ -7,7 +7,7 @@
 //! shrinking goes on from, so the result is always a strict script that
 //! replays to the same violation.
 
-use bgfuzz_engine::{Op, Variant, MAX_TASKS};
+use bgfuzz_engine::{Kind, Op, Variant, MAX_TASKS};
 
 use crate::oracles::ViolationKind;
 use crate::run::{run, Mode, Run};
@@ -61,6 +61,110 @@ impl Shrinker {
             return true;
         }
         false
+    }
+
+    /// Runs a candidate; keeps it if it shows the same kind, is no bigger,
+    /// and is `better` (a strict order, so canonicalizing terminates).
+    fn try_canonical(&mut self, cand: &Scenario, better: fn(&Scenario, &Scenario) -> bool) -> bool {
+        self.tries += 1;
+        let Ok(r) = run(cand, self.variant, Mode::Loose) else {
+            return false;
+        };
+        let same = r.violation.as_ref().map(|v| v.finding.kind) == Some(self.kind);
+        if same
+            && size(&r.scenario) <= size(&self.best.scenario)
+            && better(&r.scenario, &self.best.scenario)
+        {
+            self.best = r;
+            return true;
+        }
+        false
+    }
+
+    /// Canonical forms, so that witnesses of one bug tend to minimize to
+    /// the same script (which is how a campaign recognizes a kept
+    /// regression): `join` becomes `start` where that changes nothing, and
+    /// steps of lower task letters move earlier where that changes nothing.
+    fn canonicalize(&mut self) {
+        fn joins(s: &Scenario) -> usize {
+            s.steps
+                .iter()
+                .filter(|st| st.action == Action::Begin(Op::Join))
+                .count()
+        }
+        fn tasks(s: &Scenario) -> Vec<usize> {
+            s.steps.iter().map(|st| st.task).collect()
+        }
+        // Task letters in order of first appearance, where that changes
+        // nothing (the drain goes in letter order).
+        let mut cand = self.current();
+        relabel(&mut cand);
+        if let Ok(r) = run(&cand, self.variant, Mode::Loose) {
+            if r.violation.as_ref().map(|v| v.finding.kind) == Some(self.kind)
+                && size(&r.scenario) <= size(&self.best.scenario)
+            {
+                self.best = r;
+            }
+        }
+        for i in 0..self.best.scenario.steps.len() {
+            let mut cand = self.current();
+            if cand.steps.get(i).map(|s| s.action) == Some(Action::Begin(Op::Join)) {
+                cand.steps[i].action = Action::Begin(Op::Start);
+                self.try_canonical(&cand, |a, b| joins(a) < joins(b));
+            }
+        }
+        // Allocations of one kind become data allocations, with that kind's
+        // chunk size, where that changes nothing.
+        for kind in [Kind::Metadata, Kind::System] {
+            let mut cand = self.current();
+            let mut any = false;
+            for st in &mut cand.steps {
+                if let Action::Begin(Op::Alloc { kind: k, .. }) = &mut st.action {
+                    if *k == kind {
+                        *k = Kind::Data;
+                        any = true;
+                    }
+                }
+            }
+            if any {
+                cand.chunk[Kind::Data.index()] =
+                    cand.chunk[kind.index()].or(cand.chunk[Kind::Data.index()]);
+                cand.chunk[kind.index()] = None;
+                self.try_canonical(&cand, |a, b| non_data(a) < non_data(b));
+            }
+        }
+        // A chunk size and the allocations that fill it scaled down to the
+        // smallest chunk the generator uses.
+        for kind in Kind::ALL {
+            let mut cand = self.current();
+            let Some(c) = cand.chunk[kind.index()] else {
+                continue;
+            };
+            let small = 16 * bgfuzz_engine::SZ_1M;
+            if c <= small {
+                continue;
+            }
+            cand.chunk[kind.index()] = Some(small);
+            for st in &mut cand.steps {
+                if let Action::Begin(Op::Alloc { kind: k, size }) = &mut st.action {
+                    if *k == kind && *size > small {
+                        *size = small;
+                    }
+                }
+            }
+            self.try_canonical(&cand, |a, b| chunk_sum(a) < chunk_sum(b));
+        }
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for i in 1..self.best.scenario.steps.len() {
+                let mut cand = self.current();
+                if i < cand.steps.len() && cand.steps[i - 1].task > cand.steps[i].task {
+                    cand.steps.swap(i - 1, i);
+                    moved |= self.try_canonical(&cand, |a, b| tasks(a) < tasks(b));
+                }
+            }
+        }
     }
 
     fn current(&self) -> Scenario {
@@ -220,6 +324,19 @@ impl Shrinker {
     }
 }
 
+fn non_data(s: &Scenario) -> usize {
+    s.steps
+        .iter()
+        .filter(
+            |st| matches!(st.action, Action::Begin(Op::Alloc { kind, .. }) if kind != Kind::Data),
+        )
+        .count()
+}
+
+fn chunk_sum(s: &Scenario) -> u64 {
+    s.chunk.iter().flatten().sum()
+}
+
 /// The steps with the operation begun at `i` (its begin line and the
 /// `continue`s of its task up to that task's next begin) replaced by
 /// `with`, or dropped.
@@ -306,6 +423,7 @@ pub fn minimize(scenario: &Scenario, variant: Variant) -> Option<Minimized> {
                 break;
             }
         }
+        sh.canonicalize();
         tries += sh.tries;
         if best
             .as_ref()

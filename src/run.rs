@@ -167,6 +167,20 @@ impl Runner {
                     if self.violation.is_some() || self.engine.status(t) != Status::Idle {
                         continue;
                     }
+                    // Loose: an operation that needs a handle on a task
+                    // without one begins `start` first.
+                    if self.mode == Mode::Loose
+                        && needs_handle(op)
+                        && self.engine.handle(t).is_none()
+                    {
+                        self.take_step(t, Action::Begin(Op::Start), false, step.line)?;
+                        if self.violation.is_some()
+                            || self.engine.status(t) != Status::Idle
+                            || self.engine.handle(t).is_none()
+                        {
+                            continue;
+                        }
+                    }
                     let op = match self.map_op(t, op) {
                         Some(op) => op,
                         None => continue,
@@ -211,8 +225,8 @@ impl Runner {
     }
 
     /// In loose mode, an operation that cannot mean anything here is mapped
-    /// onto one that can or dropped: one that needs a handle on a task
-    /// without one begins `start` instead; `start`, `join` or
+    /// onto one that can or dropped (one that needs a handle was preceded by
+    /// `start` in `run_steps`): `start`, `join` or
     /// `delete_unused` on a task holding a handle is dropped; a `free` of an
     /// extent that is not live names a live one. A normalized script, where
     /// every step is valid, replays the same in either mode.
@@ -223,11 +237,6 @@ impl Runner {
         let has_handle = self.engine.handle(t).is_some();
         match op {
             Op::Start | Op::Join | Op::DeleteUnused if has_handle => None,
-            Op::Alloc { .. } | Op::Free { .. } | Op::RunDelayedRefs | Op::End | Op::Commit
-                if !has_handle =>
-            {
-                Some(Op::Start)
-            }
             Op::Free { extent }
                 if self.engine.extent(extent).is_some_and(|e| {
                     matches!(e.state, ExtentState::Reserved | ExtentState::Allocated)
@@ -320,6 +329,14 @@ impl Runner {
             debug_assert!(r.is_ok(), "the drain only takes steps that can run");
         }
     }
+}
+
+/// Operations that return EINVAL without a handle.
+fn needs_handle(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Alloc { .. } | Op::Free { .. } | Op::RunDelayedRefs | Op::End | Op::Commit
+    )
 }
 
 fn usage_message(e: &UsageError) -> String {
