@@ -419,10 +419,7 @@ fn known_crashes(cfg: &CampaignConfig) -> Vec<(String, String)> {
         if let Some(v) = r.violation {
             let mut norm = r.scenario.clone();
             norm.expects.clear();
-            out.push((
-                crash_key(v.finding.kind.name(), &norm.print()),
-                p.display().to_string(),
-            ));
+            out.push((crash_key(v.finding.kind.name(), &norm.print()), display(&p)));
         }
     }
     out
