@@ -186,6 +186,8 @@ fn parse_variant(s: &str) -> Result<Variant, String> {
 }
 
 /// Invalid input: the message names the file and line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 struct Invalid(String);
 
 fn main() -> ExitCode {
@@ -257,18 +259,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::fmt::Debug for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Invalid {}
 
 fn repro(
     file: &Path,

@@ -190,12 +190,9 @@ impl Runner {
                 Action::Continue => {
                     let t = match self.engine.status(t) {
                         Status::Runnable => t,
-                        status if self.mode == Mode::Loose => match self.next_runnable(t) {
+                        _ if self.mode == Mode::Loose => match self.next_runnable(t) {
                             Some(u) => u,
-                            None => {
-                                let _ = status;
-                                continue;
-                            }
+                            None => continue,
                         },
                         Status::Idle => {
                             return self.script_error(
