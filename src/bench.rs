@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::run::{run, Mode};
 use crate::scenario::Scenario;
-use crate::search::{search, search_hits, shortest};
+use crate::search::{search, shortest, witnesses};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Spread {
@@ -116,19 +116,24 @@ pub fn bench(cfg: &BenchConfig) -> Bench {
             let mut without_faults = 0;
             for seed in 0..cfg.seeds as u64 {
                 let t = Instant::now();
-                let (tally, hit) = search(seed, v, |t| t.cases < cfg.cap_cases);
-                let el = secs(t.elapsed());
-                let Some(hit) = hit else { continue };
-                // As `bgfuzz run` does: the shortest of a few witnesses.
-                let (_, more) = search_hits(seed, v, 8, |t| {
-                    t.cases < tally.cases + 2_000.max(4 * tally.cases)
+                // As `bgfuzz run` does: time to the first witness, the
+                // kept script the best of a few.
+                let mut detected: Option<f64> = None;
+                let (_, more) = witnesses(seed, v, |t2| {
+                    if detected.is_none() && !t2.by_kind.is_empty() {
+                        detected = Some(secs(t.elapsed()));
+                    }
+                    t2.cases < cfg.cap_cases
                 });
+                let (Some(hit), Some(el)) = (more.first(), detected) else {
+                    continue;
+                };
                 let kind = hit.run.violation.as_ref().map(|x| x.finding.kind);
                 if kind.map(|k| k.name()) == v.expected_violation() {
                     found += 1;
                 }
                 times.push(el);
-                cases.push(tally.cases as f64);
+                cases.push((hit.case + 1) as f64);
                 if let Some((_, m)) = shortest(&more, v) {
                     sizes.push(m.scenario.steps.len() as f64);
                     without_faults += usize::from(m.scenario.fails.is_empty());

@@ -623,19 +623,12 @@ pub fn campaign(cfg: &CampaignConfig) -> anyhow::Result<CampaignReport> {
         new_crashes,
         scripts_dir: display(&cfg.corpus.join("scripts")),
     };
-    write_atomic(
+    crate::write_atomic(
         &cfg.out.join("report.json"),
         &serde_json::to_string_pretty(&report)?,
     )?;
-    write_atomic(&cfg.out.join("report.md"), &markdown(&report))?;
+    crate::write_atomic(&cfg.out.join("report.md"), &markdown(&report))?;
     Ok(report)
-}
-
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// The report a CI maintainer reads.

@@ -22,3 +22,23 @@ pub mod targets;
 
 pub use bgfuzz_engine as engine;
 pub use bgfuzz_failpoints as failpoints;
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Writes through a temporary file in the same directory and a rename, so
+/// a killed run never leaves half a script or report behind. Creates the
+/// directory.
+pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -15,7 +15,7 @@ use bgfuzz::minimize::{minimize, Minimized};
 use bgfuzz::report;
 use bgfuzz::run::{run, Mode};
 use bgfuzz::scenario::Scenario;
-use bgfuzz::search::{search_hits, shortest, Tally};
+use bgfuzz::search::{shortest, witnesses, Tally};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -378,27 +378,10 @@ fn minimize_cmd(
         m.kind
     );
     if let Some(out) = out {
-        write_new(out, &text)?;
+        bgfuzz::write_atomic(out, &text)?;
         eprintln!("wrote {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes through a temporary file and a rename, so a killed run never
-/// leaves half a script behind.
-fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
-    ));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// The name a found script is kept under: its kind and a hash of the text.
@@ -453,17 +436,13 @@ fn search_variant(
     let started = Instant::now();
     // (cases, time) at the first violation: the time to detect.
     let mut first: Option<(u64, Duration)> = None;
-    let (tally, hits) = search_hits(seed, variant, WITNESSES, |t| {
+    let (tally, hits) = witnesses(seed, variant, |t| {
         if t.cases % 512 == 0 {
             pb.set_message(tally_msg(t, started));
             pb.tick();
         }
         if first.is_none() && !t.by_kind.is_empty() {
             first = Some((t.cases, started.elapsed()));
-        }
-        if let Some((n, _)) = first {
-            // A few more witnesses, for a shorter script; never long.
-            return t.cases < n + EXTRA_CASES.max(4 * n);
         }
         match (time, cases) {
             (Some(d), _) => started.elapsed() < d,
@@ -480,7 +459,7 @@ fn search_variant(
         ),
         Some((_, m)) => {
             let path = out.join(script_name(&m));
-            write_new(&path, &m.scenario.print())?;
+            bgfuzz::write_atomic(&path, &m.scenario.print())?;
             Some((m, path))
         }
     };
@@ -493,12 +472,6 @@ fn search_variant(
         found,
     })
 }
-
-/// Violating cases minimized per variant, the shortest script kept.
-const WITNESSES: usize = 8;
-/// After the first violation, search at most this many more cases (or 4x
-/// the cases it took) for the other witnesses.
-const EXTRA_CASES: u64 = 2_000;
 
 fn print_found(o: &Outcome, seed: u64) {
     let Some((m, path)) = &o.found else { return };

@@ -6,8 +6,8 @@
 //! strict script that replays exactly.
 
 use bgfuzz_engine::{
-    task_name, Done, Engine, Event, ExtentState, Op, Status, StepOutcome, TaskId, UsageError,
-    Variant, MAX_TASKS,
+    task_name, Engine, Event, ExtentState, Op, Status, StepOutcome, TaskId, UsageError, Variant,
+    MAX_TASKS,
 };
 use bgfuzz_failpoints::FailGuard;
 
@@ -341,70 +341,4 @@ fn usage_message(e: &UsageError) -> String {
         UsageError::NoSuchExtent(x) => format!("`free {x}`: extent {x} does not exist yet"),
         e => e.to_string(),
     }
-}
-
-/// A short description of what a step did, for the annotated script.
-pub fn describe(run: &Run, s: &RanStep) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for e in &s.events {
-        let bg = |id| run.engine.bg(id).name();
-        match e {
-            Event::TransStarted { transid } => parts.push(format!("transaction {transid} starts")),
-            Event::BgCreated { bg: id, task } => parts.push(format!(
-                "phase 1: {} created, on {}.new_bgs, no item yet",
-                bg(*id),
-                task_name(*task)
-            )),
-            Event::BgItemInserted { bg: id } => {
-                parts.push(format!("phase 2: {} item inserted", bg(*id)))
-            }
-            Event::BgDirtied { bg: id } => parts.push(format!("{} onto dirty_bgs", bg(*id))),
-            Event::BgWritten { bg: id, .. } => {
-                parts.push(format!("write_one_cache_group: {}", bg(*id)))
-            }
-            Event::BgRequeued { bg: id } => parts.push(format!(
-                "{}: -ENOENT, re-queued for the critical section",
-                bg(*id)
-            )),
-            Event::BgRemoved { bg: id } => parts.push(format!("{} removed", bg(*id))),
-            Event::Abort(a) => parts.push(format!(
-                "ABORT transaction {} (error -{})",
-                a.transid,
-                a.error.errno.code()
-            )),
-            Event::RootsSwitched { transid } => {
-                parts.push(format!("transaction {transid}: commit roots switched"))
-            }
-            Event::SuperWritten { transid } => {
-                parts.push(format!("superblock written, generation {transid}"))
-            }
-            Event::TransCleanedUp { transid } => {
-                parts.push(format!("cleanup_transaction {transid}"))
-            }
-            Event::RefUnderflow { bg: id, site } => {
-                parts.push(format!("{}: ref below zero in {site}", bg(*id)))
-            }
-            Event::UseAfterFree { bg: id, site } => {
-                parts.push(format!("{}: use after free in {site}", bg(*id)))
-            }
-        }
-    }
-    match s.outcome {
-        StepOutcome::Yielded => {}
-        StepOutcome::Blocked(w) => parts.push(format!("blocked: {w}")),
-        StepOutcome::Finished(Ok(d)) => match d {
-            Done::Handle { transid } => parts.push(format!("handle on transaction {transid}")),
-            Done::Extent { id, bg, .. } => {
-                parts.push(format!("-> {id} in {}", run.engine.bg(bg).name()))
-            }
-            Done::Committed { transid } => parts.push(format!("transaction {transid} committed")),
-            Done::Deleted { count } => parts.push(format!("{count} bg(s) deleted")),
-            Done::Freed { .. } | Done::RanRefs { .. } | Done::Ended => {}
-        },
-        StepOutcome::Finished(Err(e)) => parts.push(format!("returns -{}", e.errno)),
-    }
-    if s.drain {
-        parts.insert(0, "(drain)".to_string());
-    }
-    parts.join("; ")
 }

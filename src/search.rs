@@ -82,6 +82,37 @@ pub fn search_hits(
     (tally, found)
 }
 
+/// Violating cases collected per search: the kept script is the best of
+/// these, minimized.
+pub const WITNESSES: usize = 8;
+/// After the first violation, search at most this many more cases (or 4x
+/// the cases it took) for the other witnesses.
+pub const EXTRA_CASES: u64 = 2_000;
+
+/// Searches until the first violation (while `keep_going` allows), then a
+/// little further for up to [`WITNESSES`] witnesses, never long. The
+/// budget after the first violation is this function's, not the caller's:
+/// `keep_going` still sees every tally (for progress) but is not asked
+/// again. Returns the tally and the witnesses; the first one's case + 1 is
+/// the number of cases it took to detect.
+pub fn witnesses(
+    seed: u64,
+    variant: Variant,
+    mut keep_going: impl FnMut(&Tally) -> bool,
+) -> (Tally, Vec<Found>) {
+    let mut first: Option<u64> = None;
+    search_hits(seed, variant, WITNESSES, |t| {
+        let go = keep_going(t);
+        if first.is_none() && !t.by_kind.is_empty() {
+            first = Some(t.cases);
+        }
+        match first {
+            Some(n) => t.cases < n + EXTRA_CASES.max(4 * n),
+            None => go,
+        }
+    })
+}
+
 /// Several violating cases minimized, the best kept: one that needs no
 /// injected fault (a race found by interleaving alone is what a kernel
 /// developer wants to read), then the shortest. Greedy shrinking ends in
