@@ -5,8 +5,8 @@
 use std::fmt;
 
 use bgfuzz_engine::{
-    task_name, AbortInfo, BgList, DirtyList, Engine, Errno, Event, Item, Key, Kind, Origin, Status,
-    MAX_TASKS,
+    task_name, AbortInfo, BgId, BgList, DirtyList, Engine, Errno, Event, Extent, ExtentState, Item,
+    Key, Kind, Origin, Status, MAX_TASKS,
 };
 
 /// A violation's stable name, used for deduplication and `expect` lines.
@@ -77,6 +77,7 @@ fn finding(kind: ViolationKind, message: String) -> Option<Finding> {
 pub struct Oracles {
     /// The first aborted transaction, and the committed state then.
     first_abort: Option<(u64, u64, u64)>,
+    space: SpaceLedger,
 }
 
 impl Oracles {
@@ -161,7 +162,7 @@ impl Oracles {
                 _ => {}
             }
         }
-        checks[4] = check_space_accounting(engine);
+        checks[4] = self.space.check(engine);
         checks[5] = check_deadlock(engine);
         if checks[6].is_none() {
             checks[6] = self.check_committed_after_abort(engine);
@@ -355,9 +356,134 @@ fn check_list_membership(engine: &Engine) -> Option<Finding> {
     None
 }
 
-/// Oracle 5: bg counters against the extents in them, space_info against
-/// its bgs.
-fn check_space_accounting(engine: &Engine) -> Option<Finding> {
+/// Oracle 5, incrementally: per-bg sums of the extents' bytes, kept up to
+/// date from the few extents a step can change, so a step costs the number
+/// of block groups, not the number of extents ever allocated (a full walk
+/// made a long script quadratic).
+///
+/// Which extents a step can change, from the engine's transitions: a new
+/// one (`alloc` begins); a `Pending`, `Reserved` or `Dropping` one (the
+/// alloc finishes, a delayed ref runs); an `Allocated` one only by `free`,
+/// which queues its drop ref at the back of its handle's transaction.
+/// `Freed` and `Failed` hold no bytes and never change. Whenever the sums
+/// disagree with a bg, the verdict is the full walk's, and the ledger is
+/// rebuilt from it: the fast path can only say "consistent".
+#[derive(Clone, Debug, Default)]
+pub struct SpaceLedger {
+    /// Per extent (index = id - 1): its bg, used and reserved bytes as last
+    /// counted.
+    seen: Vec<(Option<BgId>, u64, u64)>,
+    used: Vec<u64>,
+    reserved: Vec<u64>,
+    /// Extents that can change without a `free` naming them.
+    watch: std::collections::BTreeSet<usize>,
+    full_walks: u64,
+}
+
+fn contribution(e: &Extent) -> (Option<BgId>, u64, u64) {
+    (e.bg, e.used_bytes(), e.reserved_bytes())
+}
+
+fn watched(e: &Extent) -> bool {
+    matches!(
+        e.state,
+        ExtentState::Pending | ExtentState::Reserved | ExtentState::Dropping
+    )
+}
+
+impl SpaceLedger {
+    fn recount(&mut self, i: usize, e: &Extent) {
+        let now = contribution(e);
+        let was = self.seen.get(i).copied().unwrap_or((None, 0, 0));
+        if i >= self.seen.len() {
+            self.seen.resize(i + 1, (None, 0, 0));
+        }
+        if was != now {
+            if let Some(bg) = was.0 {
+                self.used[bg.0 as usize] -= was.1;
+                self.reserved[bg.0 as usize] -= was.2;
+            }
+            if let Some(bg) = now.0 {
+                self.used[bg.0 as usize] += now.1;
+                self.reserved[bg.0 as usize] += now.2;
+            }
+            self.seen[i] = now;
+        }
+        if watched(e) {
+            self.watch.insert(i);
+        } else {
+            self.watch.remove(&i);
+        }
+    }
+
+    /// How often the verdict needed the full walk (the sums disagreed
+    /// with a bg): never on a consistent engine after the first step.
+    pub fn full_walks(&self) -> u64 {
+        self.full_walks
+    }
+
+    /// Brings the sums up to date and judges; the same verdict as
+    /// [`check_space_accounting`].
+    pub fn check(&mut self, engine: &Engine) -> Option<Finding> {
+        let extents = engine.extents();
+        let nbg = engine.block_groups().len();
+        // Another engine than last time (the engine's lists only grow).
+        if extents.len() < self.seen.len() || nbg < self.used.len() {
+            return self.rebuild(engine);
+        }
+        self.used.resize(nbg, 0);
+        self.reserved.resize(nbg, 0);
+        let mut todo: Vec<usize> = self.watch.iter().copied().collect();
+        todo.extend(self.seen.len()..extents.len());
+        for t in 0..MAX_TASKS {
+            let last = engine
+                .handle(t)
+                .and_then(|h| engine.transaction(h.transid))
+                .and_then(|tr| tr.delayed_refs.back());
+            if let Some(r) = last {
+                todo.push(r.extent.0 as usize - 1);
+            }
+        }
+        for i in todo {
+            if let Some(e) = extents.get(i) {
+                if e.bg.is_some_and(|b| b.0 as usize >= nbg) {
+                    return self.rebuild(engine);
+                }
+                self.recount(i, e);
+            }
+        }
+        let consistent = engine.block_groups().iter().enumerate().all(|(i, bg)| {
+            bg.used == self.used[i]
+                && bg.reserved == self.reserved[i]
+                && bg.used + bg.reserved <= bg.len
+        });
+        if !consistent {
+            return self.rebuild(engine);
+        }
+        check_space_info(engine)
+    }
+
+    /// The full walk's verdict, and the ledger recounted from scratch.
+    fn rebuild(&mut self, engine: &Engine) -> Option<Finding> {
+        *self = SpaceLedger {
+            full_walks: self.full_walks + 1,
+            ..SpaceLedger::default()
+        };
+        let nbg = engine.block_groups().len();
+        self.used.resize(nbg, 0);
+        self.reserved.resize(nbg, 0);
+        for (i, e) in engine.extents().iter().enumerate() {
+            if e.bg.is_none_or(|b| (b.0 as usize) < nbg) {
+                self.recount(i, e);
+            }
+        }
+        check_space_accounting(engine)
+    }
+}
+
+/// Oracle 5 by a full walk: bg counters against the extents in them,
+/// space_info against its bgs. The reference for [`SpaceLedger`].
+pub fn check_space_accounting(engine: &Engine) -> Option<Finding> {
     let n = engine.block_groups().len();
     let mut used = vec![0u64; n];
     let mut reserved = vec![0u64; n];
@@ -382,6 +508,10 @@ fn check_space_accounting(engine: &Engine) -> Option<Finding> {
             );
         }
     }
+    check_space_info(engine)
+}
+
+fn check_space_info(engine: &Engine) -> Option<Finding> {
     for kind in Kind::ALL {
         let si = engine.space_info(kind);
         let (mut total, mut u, mut r) = (0, 0, 0);
