@@ -4,9 +4,11 @@
 
 use std::fmt;
 
+use std::collections::VecDeque;
+
 use bgfuzz_engine::{
-    task_name, AbortInfo, BgId, BgList, DirtyList, Engine, Errno, Event, Extent, ExtentState, Item,
-    Key, Kind, Origin, Status, MAX_TASKS,
+    task_name, AbortInfo, BgId, BgList, DelayedRef, DirtyList, Engine, Errno, Event, Extent,
+    ExtentState, Item, Key, Kind, Origin, Status, MAX_TASKS,
 };
 
 /// A violation's stable name, used for deduplication and `expect` lines.
@@ -358,16 +360,17 @@ fn check_list_membership(engine: &Engine) -> Option<Finding> {
 
 /// Oracle 5, incrementally: per-bg sums of the extents' bytes, kept up to
 /// date from the few extents a step can change, so a step costs the number
-/// of block groups, not the number of extents ever allocated (a full walk
-/// made a long script quadratic).
+/// of block groups and of refs queued or run, not the number of extents
+/// ever allocated (a full walk made a long script quadratic).
 ///
 /// Which extents a step can change, from the engine's transitions: a new
-/// one (`alloc` begins); a `Pending`, `Reserved` or `Dropping` one (the
-/// alloc finishes, a delayed ref runs); an `Allocated` one only by `free`,
-/// which queues its drop ref at the back of its handle's transaction.
-/// `Freed` and `Failed` hold no bytes and never change. Whenever the sums
-/// disagree with a bg, the verdict is the full walk's, and the ledger is
-/// rebuilt from it: the fast path can only say "consistent".
+/// one (`alloc` begins); a `Pending` one (its alloc reserves or fails);
+/// and one whose delayed ref is queued (`free`, or the reservation) or
+/// runs. Refs are queued at the back of a transaction's `delayed_refs` and
+/// run from the front, so a mirror of each queue shows both. `Freed` and
+/// `Failed` hold no bytes and never change. Whenever the sums disagree
+/// with a bg, the verdict is the full walk's and the ledger is rebuilt
+/// from it: the fast path can only say "consistent".
 #[derive(Clone, Debug, Default)]
 pub struct SpaceLedger {
     /// Per extent (index = id - 1): its bg, used and reserved bytes as last
@@ -375,8 +378,11 @@ pub struct SpaceLedger {
     seen: Vec<(Option<BgId>, u64, u64)>,
     used: Vec<u64>,
     reserved: Vec<u64>,
-    /// Extents that can change without a `free` naming them.
-    watch: std::collections::BTreeSet<usize>,
+    /// `Pending` extents.
+    pending: std::collections::BTreeSet<usize>,
+    /// Each transaction's `delayed_refs` as last seen (non-empty ones, and
+    /// those a handle may queue onto).
+    queues: std::collections::BTreeMap<u64, VecDeque<DelayedRef>>,
     full_walks: u64,
 }
 
@@ -384,20 +390,13 @@ fn contribution(e: &Extent) -> (Option<BgId>, u64, u64) {
     (e.bg, e.used_bytes(), e.reserved_bytes())
 }
 
-fn watched(e: &Extent) -> bool {
-    matches!(
-        e.state,
-        ExtentState::Pending | ExtentState::Reserved | ExtentState::Dropping
-    )
-}
-
 impl SpaceLedger {
     fn recount(&mut self, i: usize, e: &Extent) {
         let now = contribution(e);
-        let was = self.seen.get(i).copied().unwrap_or((None, 0, 0));
         if i >= self.seen.len() {
             self.seen.resize(i + 1, (None, 0, 0));
         }
+        let was = self.seen[i];
         if was != now {
             if let Some(bg) = was.0 {
                 self.used[bg.0 as usize] -= was.1;
@@ -409,17 +408,50 @@ impl SpaceLedger {
             }
             self.seen[i] = now;
         }
-        if watched(e) {
-            self.watch.insert(i);
+        if e.state == ExtentState::Pending {
+            self.pending.insert(i);
         } else {
-            self.watch.remove(&i);
+            self.pending.remove(&i);
         }
     }
 
     /// How often the verdict needed the full walk (the sums disagreed
-    /// with a bg): never on a consistent engine after the first step.
+    /// with a bg): never on a consistent engine.
     pub fn full_walks(&self) -> u64 {
         self.full_walks
+    }
+
+    /// Brings one transaction's mirror up to date; pushes the extents of
+    /// the refs that ran, were dropped or were queued since onto `todo`.
+    fn sync_queue(&mut self, transid: u64, now: &VecDeque<DelayedRef>, todo: &mut Vec<usize>) {
+        let mirror = self.queues.entry(transid).or_default();
+        // Refs are unique (one add and one drop per extent): where the
+        // queue's front stands in the mirror says how many ran.
+        let ran = match now.front() {
+            None => mirror.len(),
+            Some(f) => mirror.iter().position(|r| r == f).unwrap_or(mirror.len()),
+        };
+        let kept = mirror.len() - ran;
+        let consistent = now.len() >= kept
+            && (kept == 0
+                || (now.front() == mirror.get(ran) && now.get(kept - 1) == mirror.back()));
+        if !consistent {
+            todo.extend(
+                mirror
+                    .iter()
+                    .chain(now.iter())
+                    .map(|r| r.extent.0 as usize - 1),
+            );
+            *mirror = now.clone();
+            return;
+        }
+        for r in mirror.drain(..ran) {
+            todo.push(r.extent.0 as usize - 1);
+        }
+        for r in now.iter().skip(kept) {
+            todo.push(r.extent.0 as usize - 1);
+            mirror.push_back(*r);
+        }
     }
 
     /// Brings the sums up to date and judges; the same verdict as
@@ -433,15 +465,22 @@ impl SpaceLedger {
         }
         self.used.resize(nbg, 0);
         self.reserved.resize(nbg, 0);
-        let mut todo: Vec<usize> = self.watch.iter().copied().collect();
+        let mut todo: Vec<usize> = self.pending.iter().copied().collect();
         todo.extend(self.seen.len()..extents.len());
-        for t in 0..MAX_TASKS {
-            let last = engine
-                .handle(t)
-                .and_then(|h| engine.transaction(h.transid))
-                .and_then(|tr| tr.delayed_refs.back());
-            if let Some(r) = last {
-                todo.push(r.extent.0 as usize - 1);
+        let mut transids: Vec<u64> = self.queues.keys().copied().collect();
+        transids.extend((0..MAX_TASKS).filter_map(|t| engine.handle(t).map(|h| h.transid)));
+        transids.sort_unstable();
+        transids.dedup();
+        let empty = VecDeque::new();
+        for transid in transids {
+            let now = engine
+                .transaction(transid)
+                .map_or(&empty, |tr| &tr.delayed_refs);
+            self.sync_queue(transid, now, &mut todo);
+            if now.is_empty()
+                && !(0..MAX_TASKS).any(|t| engine.handle(t).is_some_and(|h| h.transid == transid))
+            {
+                self.queues.remove(&transid);
             }
         }
         for i in todo {
@@ -475,6 +514,11 @@ impl SpaceLedger {
         for (i, e) in engine.extents().iter().enumerate() {
             if e.bg.is_none_or(|b| (b.0 as usize) < nbg) {
                 self.recount(i, e);
+            }
+        }
+        for tr in engine.transactions() {
+            if !tr.delayed_refs.is_empty() {
+                self.queues.insert(tr.transid, tr.delayed_refs.clone());
             }
         }
         check_space_accounting(engine)
