@@ -161,10 +161,14 @@ impl Runner {
                                 return self.script_error(
                                     step.line,
                                     format!(
-                                        "`{}` begins an operation on task {} whose operation in progress ({}) blocks before it ends ({w})",
+                                        "`{}` begins an operation on task {} whose operation in progress ({}{}) blocks before it ends ({w})",
                                         crate::scenario::step_text(step),
                                         task_name(t),
-                                        self.ops[t].map(|o| o.to_string()).unwrap_or_default()
+                                        self.ops[t].map(|o| o.to_string()).unwrap_or_default(),
+                                        match self.last[t] {
+                                            Some((_, l)) if l > 0 => format!(", line {l}"),
+                                            _ => String::new(),
+                                        }
                                     ),
                                 );
                             }

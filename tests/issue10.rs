@@ -158,6 +158,12 @@ fn item9_misuse_in_a_strict_script_is_an_error_at_its_line() {
             3,
             "of line 2 already ended",
         ),
+        // Implicit completion that blocks names the op's own line too.
+        (
+            "A: start\nB: start\nA: commit\nA: end\n",
+            4,
+            "(commit, line 3) blocks",
+        ),
     ];
     for (i, (text, line, needle)) in cases.iter().enumerate() {
         let p = write(dir.path(), &format!("m{i}.scn"), text.as_bytes());
