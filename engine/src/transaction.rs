@@ -1,0 +1,378 @@
+//! fs/btrfs/transaction.c: joining and starting a transaction
+//! (`join_transaction`, `start_transaction`), ending a handle
+//! (`__btrfs_end_transaction`), the commit (`btrfs_commit_transaction`),
+//! `cleanup_transaction`, and the waits between them
+//! (`wait_current_trans`, `wait_for_commit`, the extwriter and writer
+//! waits). Also `__btrfs_abort_transaction`, which v4.1 keeps in super.c.
+//!
+//! Modelled: the transaction states and which handle types each blocks,
+//! `num_writers` / `num_extwriters`, the commit's order of work around its
+//! critical section (COMMIT_DOING up to UNBLOCKED), and an abort's cleanup.
+//! Left out: ATTACH and JOIN_NOLOCK handles, reservations, the log tree,
+//! snapshots, ordered extents, and everything the commit writes besides the
+//! block-group items; the superblock write is one step. See docs/model.md.
+//!
+//! Failpoint sites here: `trans_end` (an error in `__btrfs_end_transaction`
+//! before phase 2 runs, which aborts).
+
+use crate::extent_tree::STACK_START_DIRTY;
+use crate::{
+    AbortInfo, Done, Engine, Errno, Error, Event, Handle, Pc, Site, Stepped, TaskId, TransState,
+    TransType, Transaction, Wait, FIRST_TRANSID,
+};
+use std::collections::VecDeque;
+
+const STACK_END: &[&str] = &["__btrfs_end_transaction"];
+const STACK_PHASE2: &[&str] = &[
+    "__btrfs_end_transaction",
+    "btrfs_create_pending_block_groups",
+];
+const STACK_COMMIT_PHASE2: &[&str] = &[
+    "btrfs_commit_transaction",
+    "btrfs_create_pending_block_groups",
+];
+
+/// Where a commit stands, in the order `btrfs_commit_transaction` does its
+/// work.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CommitPc {
+    /// The abort check, `btrfs_run_delayed_refs`,
+    /// `btrfs_create_pending_block_groups`, `btrfs_run_delayed_refs`.
+    Begin,
+    /// `btrfs_start_dirty_block_groups`, entry (once per transaction:
+    /// `dirty_bg_run`).
+    StartDirty,
+    /// `btrfs_start_dirty_block_groups`: one bg of the local list per step;
+    /// `pass` is the kernel's `loops`.
+    WriteOut { pass: u8 },
+    /// Another task already set COMMIT_START: wait for its commit.
+    CheckOther,
+    /// Wait for the previous transaction to complete.
+    WaitPrev,
+    /// `wait_event(... extwriter_counter_read(cur_trans) == 0)`.
+    WaitExt,
+    /// COMMIT_DOING, `num_writers == 1`, then the critical section up to
+    /// `switch_commit_roots` and UNBLOCKED.
+    Doing,
+    /// `write_ctree_super`, then COMPLETED.
+    Super,
+}
+
+impl Engine {
+    /// Whether what a blocked task waits for now holds.
+    pub(crate) fn wait_satisfied(&self, w: Wait) -> bool {
+        match w {
+            Wait::Unblocked(t) => {
+                let tr = self.trans(t);
+                tr.state >= TransState::Unblocked || tr.aborted.is_some()
+            }
+            Wait::CommitDone(t) => self.trans(t).state == TransState::Completed,
+            Wait::ExtWriters(t) => self.trans(t).num_extwriters == 0,
+            Wait::Writers(t) => self.trans(t).num_writers == 1,
+        }
+    }
+
+    /// fs/btrfs/super.c, `__btrfs_abort_transaction` (via the
+    /// `btrfs_abort_transaction` macro): only the first abort of a
+    /// transaction is recorded; the filesystem goes read-only.
+    pub(crate) fn btrfs_abort_transaction(
+        &mut self,
+        task: TaskId,
+        transid: u64,
+        error: Error,
+        stack: &'static [&'static str],
+    ) {
+        self.fs_error = true;
+        let tr = self.trans_mut(transid);
+        if tr.aborted.is_some() {
+            return;
+        }
+        tr.aborted = Some(error);
+        let in_critical = tr.in_critical;
+        self.events.push(Event::Abort(AbortInfo {
+            transid,
+            error,
+            task,
+            stack,
+            in_critical,
+        }));
+    }
+
+    /// fs/btrfs/transaction.c, `join_transaction` + `start_transaction`:
+    /// `Err(wait)` when the running transaction's state blocks this type
+    /// (`wait_current_trans`).
+    pub(crate) fn join_transaction(
+        &mut self,
+        task: TaskId,
+        ty: TransType,
+    ) -> Result<Result<u64, Error>, Wait> {
+        if self.fs_error {
+            return Ok(Err(Error::model(Errno::EROFS)));
+        }
+        let transid = match self.running {
+            Some(t) => {
+                let tr = self.trans(t);
+                if ty.blocked_in(tr.state) {
+                    return Err(Wait::Unblocked(t));
+                }
+                t
+            }
+            None => {
+                let transid = FIRST_TRANSID + self.transactions.len() as u64;
+                self.transactions.push(Transaction {
+                    transid,
+                    state: TransState::Running,
+                    num_writers: 0,
+                    num_extwriters: 0,
+                    dirty_bgs: VecDeque::new(),
+                    io_bgs: Vec::new(),
+                    dirty_bg_run: false,
+                    delayed_refs: VecDeque::new(),
+                    aborted: None,
+                    committer: None,
+                    in_critical: false,
+                    writeout: VecDeque::new(),
+                });
+                self.running = Some(transid);
+                self.events.push(Event::TransStarted { transid });
+                transid
+            }
+        };
+        let tr = self.trans_mut(transid);
+        tr.num_writers += 1;
+        if ty == TransType::Start {
+            tr.num_extwriters += 1;
+        }
+        self.tasks[task].handle = Some(Handle {
+            transid,
+            ty,
+            new_bgs: Vec::new(),
+        });
+        Ok(Ok(transid))
+    }
+
+    /// The `start` and `join` operations: `start_transaction` with
+    /// TRANS_START or TRANS_JOIN.
+    pub(crate) fn step_start(&mut self, task: TaskId, ty: TransType) -> Stepped {
+        match self.join_transaction(task, ty) {
+            Ok(Ok(transid)) => Stepped::Finished(Ok(Done::Handle { transid })),
+            Ok(Err(e)) => Stepped::Finished(Err(e)),
+            Err(w) => Stepped::Blocked(Pc::Start(ty), w),
+        }
+    }
+
+    /// The tail of fs/btrfs/transaction.c, `__btrfs_end_transaction`: drop
+    /// the writer counts and the handle. Returns EIO if the transaction or
+    /// filesystem is in error.
+    pub(crate) fn release_handle(&mut self, task: TaskId) -> Result<(), Error> {
+        let h = self.tasks[task].handle.take().expect("handle to release");
+        debug_assert!(h.new_bgs.is_empty());
+        let fs_error = self.fs_error;
+        let tr = self.trans_mut(h.transid);
+        tr.num_writers -= 1;
+        // The committer dropped its own extwriter count before waiting for
+        // the others (see `CommitPc::WaitPrev`).
+        if h.ty == TransType::Start && tr.committer != Some(task) {
+            tr.num_extwriters -= 1;
+        }
+        if tr.aborted.is_some() || fs_error {
+            return Err(Error::model(Errno::EIO));
+        }
+        Ok(())
+    }
+
+    /// fs/btrfs/transaction.c, `__btrfs_end_transaction`: phase 2
+    /// (`btrfs_create_pending_block_groups`), one bg a step, then release.
+    pub(crate) fn step_end(&mut self, task: TaskId, started: bool) -> Stepped {
+        let transid = self.handle_transid(task);
+        let pending = !self.tasks[task]
+            .handle
+            .as_ref()
+            .expect("handle")
+            .new_bgs
+            .is_empty();
+        if pending {
+            let fault = if started {
+                None
+            } else {
+                self.failpoint(Site::TransEnd)
+            };
+            if self.fs_error {
+                self.unlink_new_bgs(task);
+            } else if let Some(err) = fault {
+                self.btrfs_abort_transaction(task, transid, err, STACK_END);
+                self.unlink_new_bgs(task);
+            } else {
+                self.create_one_pending(task, STACK_PHASE2);
+                if self.trans(transid).aborted.is_some() {
+                    self.unlink_new_bgs(task);
+                }
+                let more = !self.tasks[task]
+                    .handle
+                    .as_ref()
+                    .expect("handle")
+                    .new_bgs
+                    .is_empty();
+                if more {
+                    return Stepped::Yielded(Pc::End { started: true });
+                }
+            }
+        }
+        Stepped::Finished(self.release_handle(task).map(|_| Done::Ended))
+    }
+
+    /// fs/btrfs/transaction.c, `cleanup_transaction`: no roots switched, no
+    /// superblock; `btrfs_cleanup_one_transaction` releases what the
+    /// transaction held.
+    fn cleanup_transaction(&mut self, task: TaskId, transid: u64) -> Stepped {
+        let err = self.trans(transid).aborted.expect("cleanup after an abort");
+        self.btrfs_cleanup_one_transaction(transid);
+        if self.running == Some(transid) {
+            self.running = None;
+        }
+        self.unlink_new_bgs(task);
+        let _ = self.release_handle(task);
+        self.events.push(Event::TransCleanedUp { transid });
+        Stepped::Finished(Err(err))
+    }
+
+    /// fs/btrfs/transaction.c, `btrfs_commit_transaction`. Each state is
+    /// described at [`CommitPc`]; see docs/model.md for the walk-through.
+    pub(crate) fn step_commit(&mut self, task: TaskId, mut pc: CommitPc) -> Stepped {
+        let transid = self.handle_transid(task);
+        let keep = |pc| Stepped::Yielded(Pc::Commit(pc));
+        let block = |pc, w| Stepped::Blocked(Pc::Commit(pc), w);
+        loop {
+            match pc {
+                CommitPc::Begin => {
+                    if let Some(err) = self.trans(transid).aborted {
+                        self.unlink_new_bgs(task);
+                        let _ = self.release_handle(task);
+                        return Stepped::Finished(Err(err));
+                    }
+                    self.run_delayed_refs(transid);
+                    self.create_pending_block_groups(task, STACK_COMMIT_PHASE2);
+                    self.run_delayed_refs(transid);
+                    return keep(CommitPc::StartDirty);
+                }
+                CommitPc::StartDirty => {
+                    let tr = self.trans_mut(transid);
+                    if tr.dirty_bg_run || tr.aborted.is_some() || tr.dirty_bgs.is_empty() {
+                        tr.dirty_bg_run = true;
+                        pc = CommitPc::CheckOther;
+                        continue;
+                    }
+                    tr.dirty_bg_run = true;
+                    self.splice_dirty_to_writeout(transid);
+                    // Make sure every bg on our dirty list has its item.
+                    self.create_pending_block_groups(task, STACK_START_DIRTY);
+                    pc = CommitPc::WriteOut { pass: 0 };
+                }
+                CommitPc::WriteOut { pass } => {
+                    if !self.start_dirty_one(task, transid) {
+                        pc = CommitPc::CheckOther;
+                        continue;
+                    }
+                    if !self.trans(transid).writeout.is_empty() {
+                        return keep(pc);
+                    }
+                    // Delayed refs for what we just wrote, then once more.
+                    self.run_delayed_refs(transid);
+                    if pass == 0 {
+                        self.splice_dirty_to_writeout(transid);
+                        // The kernel's `again:` creates own pending bgs
+                        // before each pass.
+                        self.create_pending_block_groups(task, STACK_START_DIRTY);
+                        if !self.trans(transid).writeout.is_empty() {
+                            return keep(CommitPc::WriteOut { pass: 1 });
+                        }
+                    }
+                    pc = CommitPc::CheckOther;
+                }
+                CommitPc::CheckOther => {
+                    let tr = self.trans_mut(transid);
+                    if tr.state >= TransState::CommitStart {
+                        let _ = self.release_handle(task);
+                        return self.commit_wait_other(transid);
+                    }
+                    tr.state = TransState::CommitStart;
+                    tr.committer = Some(task);
+                    pc = CommitPc::WaitPrev;
+                }
+                CommitPc::WaitPrev => {
+                    if transid > FIRST_TRANSID {
+                        let prev = transid - 1;
+                        if self.trans(prev).state != TransState::Completed {
+                            return block(pc, Wait::CommitDone(prev));
+                        }
+                    }
+                    // extwriter_counter_dec for the committer's own handle
+                    // (`release_handle` skips it for the committer).
+                    if self.tasks[task].handle.as_ref().expect("handle").ty == TransType::Start {
+                        self.trans_mut(transid).num_extwriters -= 1;
+                    }
+                    pc = CommitPc::WaitExt;
+                }
+                CommitPc::WaitExt => {
+                    if self.trans(transid).num_extwriters != 0 {
+                        return block(pc, Wait::ExtWriters(transid));
+                    }
+                    return keep(CommitPc::Doing);
+                }
+                CommitPc::Doing => {
+                    self.trans_mut(transid).state = TransState::CommitDoing;
+                    if self.trans(transid).num_writers != 1 {
+                        return block(pc, Wait::Writers(transid));
+                    }
+                    self.trans_mut(transid).in_critical = true;
+                    if self.trans(transid).aborted.is_none() {
+                        // commit_cowonly_roots
+                        self.run_delayed_refs(transid);
+                        while !self.trans(transid).dirty_bgs.is_empty()
+                            && self.trans(transid).aborted.is_none()
+                        {
+                            self.write_dirty_block_groups(task, transid);
+                            self.run_delayed_refs(transid);
+                        }
+                    }
+                    if self.trans(transid).aborted.is_some() {
+                        return self.cleanup_transaction(task, transid);
+                    }
+                    // switch_commit_roots: this is "the commit".
+                    self.committed.roots_transid = transid;
+                    self.committed.extent_tree = self.extent_tree.clone();
+                    self.committed.chunk_tree = self.chunk_tree.clone();
+                    self.events.push(Event::RootsSwitched { transid });
+                    let tr = self.trans_mut(transid);
+                    tr.in_critical = false;
+                    tr.state = TransState::Unblocked;
+                    self.running = None;
+                    return keep(CommitPc::Super);
+                }
+                CommitPc::Super => {
+                    self.committed.generation = transid;
+                    self.events.push(Event::SuperWritten { transid });
+                    self.trans_mut(transid).state = TransState::Completed;
+                    let h = self.tasks[task].handle.take().expect("committer's handle");
+                    let tr = self.trans_mut(h.transid);
+                    tr.num_writers -= 1;
+                    return Stepped::Finished(Ok(Done::Committed { transid }));
+                }
+            }
+        }
+    }
+
+    /// fs/btrfs/transaction.c, `btrfs_commit_transaction`'s branch for a
+    /// commit another task started (`wait_for_commit`): no handle, just a
+    /// wait, then that commit's result.
+    pub(crate) fn commit_wait_other(&self, transid: u64) -> Stepped {
+        let tr = self.trans(transid);
+        if tr.state == TransState::Completed {
+            return Stepped::Finished(match tr.aborted {
+                Some(err) => Err(err),
+                None => Ok(Done::Committed { transid }),
+            });
+        }
+        Stepped::Blocked(Pc::WaitCommit(transid), Wait::CommitDone(transid))
+    }
+}
