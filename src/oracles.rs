@@ -1,6 +1,6 @@
 //! Invariant checks over the engine's read-only view and event stream
-//! (MODEL.md, "Oracles"). Checked after every step and at the end of a run,
-//! in MODEL.md's order; the first that fires names the violation.
+//! (docs/model.md, "Oracles"). Checked after every step and at the end of a
+//! run, in a fixed order; the first that fires names the violation.
 
 use std::fmt;
 

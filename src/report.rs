@@ -127,7 +127,20 @@ pub fn violation_report(run: &Run) -> Option<String> {
 /// The full human report of `bgfuzz repro`.
 pub fn full(run: &Run) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# variant {}: {}", run.variant, run.variant.commit());
+    let _ = writeln!(
+        out,
+        "# variant {}: {}",
+        run.variant,
+        run.variant.description()
+    );
+    if run.patches != run.variant.patches() {
+        let _ = writeln!(
+            out,
+            "# patches: {} (instead of the variant's {})",
+            run.patches,
+            run.variant.patches()
+        );
+    }
     out.push_str(&annotated_script(run));
     out.push('\n');
     out.push_str(&timeline(run));

@@ -6,13 +6,14 @@
 //! strict script that replays exactly.
 
 use bgfuzz_engine::{
-    task_name, Engine, Event, ExtentState, Op, Status, StepOutcome, TaskId, UsageError, Variant,
+    task_name, Engine, Event, ExtentState, Op, Patches, Status, StepOutcome, TaskId, UsageError,
     MAX_TASKS,
 };
 use bgfuzz_failpoints::FailGuard;
 
 use crate::oracles::{Finding, Oracles};
 use crate::scenario::{Action, Scenario, Step};
+use crate::variant::Variant;
 
 /// How the runner treats a step it cannot take as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,9 @@ pub struct Violation {
 #[derive(Clone, Debug)]
 pub struct Run {
     pub variant: Variant,
+    /// The patches the engine ran with: the variant's, unless
+    /// [`run_patched`] overrode them.
+    pub patches: Patches,
     /// The normalized scenario: the input's header with the variant that
     /// ran, and exactly the steps that ran.
     pub scenario: Scenario,
@@ -83,6 +87,19 @@ struct Runner {
 
 /// Runs a scenario under a variant.
 pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, RunError> {
+    run_patched(scenario, variant, variant.patches(), mode)
+}
+
+/// Runs a scenario under a variant, with the engine built with `patches`
+/// instead of the variant's (e.g. the variant plus one fix, to see which
+/// fix removes a witness). The script means what it means under `variant`;
+/// only the engine's patch set differs.
+pub fn run_patched(
+    scenario: &Scenario,
+    variant: Variant,
+    patches: Patches,
+    mode: Mode,
+) -> Result<Run, RunError> {
     let armed = scenario.fails.iter().any(|p| p.injects());
     if armed && !bgfuzz_failpoints::ENABLED {
         return Err(RunError::NoFailpoints);
@@ -93,7 +110,7 @@ pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, Run
     } else {
         None
     };
-    let engine = Engine::new(scenario.config(), variant, armed)
+    let engine = Engine::new(scenario.config(), patches, armed)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let mut r = Runner {
         engine,
@@ -124,6 +141,7 @@ pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, Run
         .collect();
     Ok(Run {
         variant,
+        patches,
         scenario: normalized,
         steps: r.steps,
         violation: r.violation,

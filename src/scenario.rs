@@ -1,4 +1,4 @@
-//! Scenarios and their script form (`.scn`, shared/design/SCENARIO.md).
+//! Scenarios and their script form (`.scn`, see docs/scripts.md).
 //!
 //! A scenario is everything a run depends on. Printing one and parsing the
 //! print gives back the same scenario.
@@ -6,11 +6,12 @@
 use std::fmt::Write as _;
 
 use bgfuzz_engine::{
-    fmt_size, task_name, Config, Engine, ExtentId, Kind, Op, TaskId, Variant, MAX_TASKS, SZ_4K,
+    fmt_size, task_name, Config, Engine, ExtentId, Kind, Op, Patches, TaskId, MAX_TASKS, SZ_4K,
 };
 use bgfuzz_failpoints::{FaultPlan, Site};
 
 use crate::oracles::ViolationKind;
+use crate::variant::Variant;
 
 /// What a step line does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,7 +101,7 @@ impl Scenario {
     /// The variant to run: the command line's, else the header's, else
     /// `fixed`.
     pub fn variant_or(&self, over: Option<Variant>) -> Variant {
-        over.or(self.variant).unwrap_or(Variant::Fixed)
+        over.or(self.variant).unwrap_or(Variant::FIXED)
     }
 
     /// Parses a script. Bytes, not text: invalid UTF-8 or a NUL is an error
@@ -133,7 +134,7 @@ impl Scenario {
                 _ => s.steps.push(parse_step(text, line)?),
             }
         }
-        if let Err(e) = Engine::new(s.config(), Variant::Fixed, false) {
+        if let Err(e) = Engine::new(s.config(), Patches::FIXES, false) {
             return err(config_line, e.to_string());
         }
         Ok(s)
@@ -258,10 +259,7 @@ fn split_word(s: &str) -> (&str, &str) {
 fn parse_variant(s: &str, line: usize) -> Result<Variant, ParseError> {
     Variant::parse(s).ok_or_else(|| ParseError {
         line,
-        message: format!(
-            "unknown variant `{s}` (known: {})",
-            Variant::ALL.map(|v| v.name()).join(", ")
-        ),
+        message: format!("unknown variant `{s}` (known: {})", Variant::known_names()),
     })
 }
 
@@ -390,7 +388,7 @@ mod tests {
     fn print_then_parse_is_identity() {
         let s = Scenario::parse(SEED.as_bytes()).unwrap();
         assert_eq!(s.steps.len(), 12);
-        assert_eq!(s.variant, Some(Variant::BugFf1f8250));
+        assert_eq!(s.variant, Some(Variant::BUG_FF1F8250));
         assert_eq!(s.steps[1].line, 10);
         let printed = s.print();
         assert_eq!(Scenario::parse(printed.as_bytes()).unwrap(), s);

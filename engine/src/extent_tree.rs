@@ -20,12 +20,14 @@
 //! `bg_insert_item` (phase 2's `btrfs_insert_item` fails),
 //! `extent_tree_lookup` (`write_one_cache_group`'s `btrfs_search_slot`
 //! fails).
+//!
+//! Patches here: ff1f8250a9e4, in `btrfs_start_dirty_block_groups`.
 
 use std::collections::BTreeMap;
 
 use crate::{
     BgId, BgList, BlockGroup, DelayedRef, DirtyList, Done, Engine, Errno, Error, Event, ExtentId,
-    ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, Variant,
+    ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, FF1F8250,
     FIRST_CHUNK_TREE_OBJECTID,
 };
 
@@ -419,18 +421,13 @@ impl Engine {
         self.bgm(id).dirty_list = DirtyList::None;
         let ret = self.write_one_cache_group(id);
         let mut ok = true;
-        match (ret, self.variant) {
-            (Ok(()), _) => self.events.push(Event::BgWritten {
+        match ret {
+            Ok(()) => self.events.push(Event::BgWritten {
                 bg: id,
                 critical: false,
             }),
-            (Err(err), Variant::BugFf1f8250) => {
-                // 1bbc621ef: write_one_cache_group aborts itself.
-                self.btrfs_abort_transaction(task, transid, err, STACK_START_DIRTY_WRITE);
-                ok = false;
-            }
-            (Err(err), Variant::Fixed) if err.errno == Errno::ENOENT => {
-                // ff1f8250: the item may still be on another handle's
+            Err(err) if self.applied(FF1F8250) && err.errno == Errno::ENOENT => {
+                // ff1f8250a9e4: the item may still be on another handle's
                 // new_bgs; write it again in the critical section.
                 if self.bg(id).dirty_list == DirtyList::None {
                     self.bgm(id).dirty_list = DirtyList::DirtyBgs(transid);
@@ -439,8 +436,15 @@ impl Engine {
                 }
                 self.events.push(Event::BgRequeued { bg: id });
             }
-            (Err(err), Variant::Fixed) => {
-                self.btrfs_abort_transaction(task, transid, err, STACK_START_DIRTY);
+            Err(err) => {
+                // Before ff1f8250a9e4, write_one_cache_group aborted itself;
+                // after it, its caller aborts.
+                let stack = if self.applied(FF1F8250) {
+                    STACK_START_DIRTY
+                } else {
+                    STACK_START_DIRTY_WRITE
+                };
+                self.btrfs_abort_transaction(task, transid, err, stack);
                 ok = false;
             }
         }
@@ -481,9 +485,10 @@ impl Engine {
                     critical: true,
                 }),
                 Err(err) => {
-                    let stack = match self.variant {
-                        Variant::BugFf1f8250 => STACK_WRITE_DIRTY_WRITE,
-                        Variant::Fixed => STACK_WRITE_DIRTY,
+                    let stack = if self.applied(FF1F8250) {
+                        STACK_WRITE_DIRTY
+                    } else {
+                        STACK_WRITE_DIRTY_WRITE
                     };
                     self.btrfs_abort_transaction(task, transid, err, stack);
                     return;

@@ -13,16 +13,19 @@
 //! file named after the C file that holds the kernel function it models:
 //! `transaction` (transaction.c), `extent_tree`
 //! (extent-tree.c, which in v4.1 still held the block-group code), `volumes`
-//! (volumes.c), `disk_io` (disk-io.c). `state` holds the model's own helpers;
-//! this file holds the [`Engine`], its read-only view and the step machine.
+//! (volumes.c), `disk_io` (disk-io.c). `patches` lists the upstream commits
+//! that change behaviour. `state` holds the model's own helpers; this file
+//! holds the [`Engine`], its read-only view and the step machine.
 
 mod disk_io;
 mod extent_tree;
+mod patches;
 mod state;
 mod transaction;
 mod types;
 mod volumes;
 
+pub use patches::*;
 pub use types::*;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -77,7 +80,8 @@ struct TaskState {
 #[derive(Clone, Debug)]
 pub struct Engine {
     pub(crate) config: Config,
-    pub(crate) variant: Variant,
+    /// The upstream commits this engine behaves as having.
+    pub(crate) patches: Patches,
     /// Evaluate failpoints only when the run configured some: a run without
     /// faults then needs no lock on fail-rs's global registry.
     pub(crate) failpoints_armed: bool,
@@ -114,10 +118,11 @@ fn check_aligned(what: &'static str, size: u64) -> Result<(), ConfigError> {
 
 impl Engine {
     /// A freshly made filesystem: one bg of each kind, committed at
-    /// generation 1, no transaction running.
+    /// generation 1, no transaction running. The engine behaves as a kernel
+    /// with exactly `patches` applied.
     pub fn new(
         config: Config,
-        variant: Variant,
+        patches: Patches,
         failpoints_armed: bool,
     ) -> Result<Self, ConfigError> {
         check_aligned("device", config.device_size)?;
@@ -133,7 +138,7 @@ impl Engine {
         }
         let mut e = Engine {
             config,
-            variant,
+            patches,
             failpoints_armed,
             bgs: Vec::new(),
             cache_tree: BTreeMap::new(),
@@ -171,8 +176,12 @@ impl Engine {
     pub fn config(&self) -> &Config {
         &self.config
     }
-    pub fn variant(&self) -> Variant {
-        self.variant
+    pub fn patches(&self) -> Patches {
+        self.patches
+    }
+    /// Whether the kernel modelled has upstream commit `p`.
+    pub fn applied(&self, p: PatchId) -> bool {
+        self.patches.contains(p)
     }
     pub fn block_groups(&self) -> &[BlockGroup] {
         &self.bgs

@@ -84,54 +84,6 @@ pub fn fmt_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// Which kernel the engine behaves as. A run-time choice, so one fuzz binary
-/// covers every variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Variant {
-    /// v4.1 with ff1f8250: `-ENOENT` in `btrfs_start_dirty_block_groups`
-    /// re-queues the bg for the critical section.
-    Fixed,
-    /// v4.1-rc (1bbc621ef without ff1f8250): `write_one_cache_group` aborts
-    /// on any error, `-ENOENT` included.
-    BugFf1f8250,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Fixed, Variant::BugFf1f8250];
-    /// Variants that carry a bug, with the oracle expected to catch it.
-    pub const BUGS: [Variant; 1] = [Variant::BugFf1f8250];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Fixed => "fixed",
-            Variant::BugFf1f8250 => "bug-ff1f8250",
-        }
-    }
-    /// The kernel commit this variant stands for.
-    pub fn commit(self) -> &'static str {
-        match self {
-            Variant::Fixed => "v4.1 (ff1f8250a9e4 applied)",
-            Variant::BugFf1f8250 => "v4.1-rc: 1bbc621ef without ff1f8250a9e4",
-        }
-    }
-    /// The violation kind expected to catch this variant's bug.
-    pub fn expected_violation(self) -> Option<&'static str> {
-        match self {
-            Variant::Fixed => None,
-            Variant::BugFf1f8250 => Some("abort-enoent-outside-critical"),
-        }
-    }
-    pub fn parse(s: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == s)
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// Device and chunk sizes. Small ones make ENOSPC reachable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
