@@ -251,7 +251,8 @@ impl Runner {
         }
         let has_handle = self.engine.handle(t).is_some();
         match op {
-            Op::Start | Op::Join | Op::DeleteUnused if has_handle => None,
+            Op::Start | Op::Join | Op::DeleteUnused | Op::Endio if has_handle => None,
+            Op::Endio if !self.engine.io_to_complete() => None,
             Op::Free { extent }
                 if self.engine.extent(extent).is_some_and(|e| {
                     matches!(e.state, ExtentState::Reserved | ExtentState::Allocated)
@@ -328,16 +329,23 @@ impl Runner {
     }
 
     /// After the last line: the lowest runnable task in progress steps;
-    /// when none, the lowest idle task holding a handle begins `end`.
+    /// when none, the lowest idle task holding a handle begins `end`; when
+    /// none, and a free-space cache IO is in flight, the lowest idle task
+    /// without a handle runs its endio worker (`endio`).
     fn drain(&mut self) {
         while self.violation.is_none() {
+            let idle = |t: TaskId| self.engine.status(t) == Status::Idle;
             let runnable = (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Runnable);
             let r = if let Some(t) = runnable {
                 self.take_step(t, Action::Continue, true, 0)
-            } else if let Some(t) = (0..MAX_TASKS)
-                .find(|&t| self.engine.status(t) == Status::Idle && self.engine.handle(t).is_some())
+            } else if let Some(t) =
+                (0..MAX_TASKS).find(|&t| idle(t) && self.engine.handle(t).is_some())
             {
                 self.take_step(t, Action::Begin(Op::End), true, 0)
+            } else if let Some(t) = (0..MAX_TASKS).find(|&t| {
+                idle(t) && self.engine.io_to_complete() && self.engine.handle(t).is_none()
+            }) {
+                self.take_step(t, Action::Begin(Op::Endio), true, 0)
             } else {
                 break;
             };

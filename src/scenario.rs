@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 
 use bgfuzz_engine::{
-    fmt_size, task_name, Config, Engine, ExtentId, Kind, Op, Patches, TaskId, MAX_TASKS, SZ_4K,
+    fmt_size, task_name, Config, Engine, ExtentId, Kind, MountOpts, Op, Patches, TaskId, MAX_TASKS,
+    SZ_4K,
 };
 use bgfuzz_failpoints::{FaultPlan, Site};
 
@@ -64,6 +65,9 @@ pub struct Scenario {
     pub device: Option<u64>,
     /// Chunk size per kind, indexed by [`Kind::index`].
     pub chunk: [Option<u64>; 3],
+    /// `mount OPT...`: options that change the step structure, all off by
+    /// default.
+    pub mount: MountOpts,
     pub fails: Vec<FaultPlan>,
     pub expects: Vec<Expect>,
     pub steps: Vec<Step>,
@@ -95,6 +99,7 @@ impl Scenario {
                 c.chunk_size[kind.index()] = s;
             }
         }
+        c.mount = self.mount;
         c
     }
 
@@ -122,7 +127,7 @@ impl Scenario {
             }
             let (word, rest) = split_word(text);
             match word {
-                "variant" | "device" | "chunk" | "fail" | "expect" => {
+                "variant" | "device" | "chunk" | "mount" | "fail" | "expect" => {
                     if !s.steps.is_empty() {
                         return err(line, format!("header `{word}` after the first step line"));
                     }
@@ -153,6 +158,33 @@ impl Scenario {
                 let (k, size) = split_word(rest);
                 let kind = parse_kind(k, line)?;
                 self.chunk[kind.index()] = Some(parse_size(size.trim(), line)?);
+            }
+            "mount" => {
+                let opts: Vec<&str> = rest
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|o| !o.is_empty())
+                    .collect();
+                if opts.is_empty() {
+                    return err(
+                        line,
+                        format!(
+                            "`mount` needs options (known: {})",
+                            MountOpts::NAMES.join(", ")
+                        ),
+                    );
+                }
+                for o in opts {
+                    if !self.mount.set(o) {
+                        return err(
+                            line,
+                            format!(
+                                "unknown mount option `{}` (known: {})",
+                                o.chars().take(40).collect::<String>(),
+                                MountOpts::NAMES.join(", ")
+                            ),
+                        );
+                    }
+                }
             }
             "fail" => {
                 let (site, config) = split_word(rest);
@@ -204,6 +236,10 @@ impl Scenario {
             if let Some(c) = self.chunk[kind.index()] {
                 let _ = writeln!(out, "chunk {kind} {}", fmt_size(c));
             }
+        }
+        let mount = self.mount.names();
+        if !mount.is_empty() {
+            let _ = writeln!(out, "mount {}", mount.join(" "));
         }
         for p in &self.fails {
             let _ = writeln!(out, "fail {} {}", p.site, p.config());
@@ -332,7 +368,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             want(0)?;
             Action::Continue
         }
-        "start" | "join" | "run_delayed_refs" | "end" | "commit" | "delete_unused" => {
+        "start" | "join" | "run_delayed_refs" | "end" | "commit" | "delete_unused" | "endio" => {
             want(0)?;
             Action::Begin(match op {
                 "start" => Op::Start,
@@ -340,6 +376,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
                 "run_delayed_refs" => Op::RunDelayedRefs,
                 "end" => Op::End,
                 "commit" => Op::Commit,
+                "endio" => Op::Endio,
                 _ => Op::DeleteUnused,
             })
         }
@@ -366,7 +403,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             return err(
                 line,
                 format!(
-                    "unknown operation `{op}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, continue)"
+                    "unknown operation `{op}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, endio, continue)"
                 ),
             )
         }

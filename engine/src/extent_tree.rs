@@ -27,9 +27,35 @@ use std::collections::BTreeMap;
 
 use crate::{
     BgId, BgList, BlockGroup, DelayedRef, DirtyList, Done, Engine, Errno, Error, Event, ExtentId,
-    ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, FF1F8250,
-    FIRST_CHUNK_TREE_OBJECTID,
+    ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, Wait,
+    ACAEEDB193A5, E44081EF6118, FF1F8250, FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
 };
+
+/// `get_system_chunk_thresh` for a single device:
+/// `btrfs_calc_trans_metadata_size(root, num_dev + 1)` =
+/// `nodesize * BTRFS_MAX_LEVEL * 2 * 2` with 16K nodes.
+pub(crate) const SYSTEM_CHUNK_THRESH: u64 = 16 * 1024 * 8 * 2 * 2;
+/// `set_block_group_ro`'s `min_allocable_bytes` for metadata and system.
+const MIN_ALLOCABLE_BYTES: u64 = SZ_1M;
+
+/// How one bg of `btrfs_start_dirty_block_groups`' loop ended.
+pub(crate) enum DirtyStep {
+    /// Written (or re-queued); go on with the next.
+    Next,
+    /// `if (ret) break;`: an error aborted the transaction; the rest stay
+    /// on the local list.
+    Break,
+    /// `btrfs_wait_cache_io` on an IO still in flight; the bg stays first.
+    Blocked(Wait),
+}
+
+/// How one bg of `btrfs_write_dirty_block_groups` ended.
+pub(crate) enum CriticalStep {
+    Next,
+    /// Sleeping: on the bg's cache IO, or (e44081ef6118) for
+    /// `num_writers == 1` before looking its item up again.
+    Blocked(Option<(BgId, bool)>, Wait),
+}
 
 const STACK_CHUNK: &[&str] = &[
     "find_free_extent",
@@ -105,7 +131,7 @@ impl Engine {
         task: Option<TaskId>,
     ) -> Option<BgId> {
         let place = self.btrfs_alloc_chunk(kind)?;
-        let (start, len) = (place.start, self.config.chunk(kind));
+        let (start, len) = (place.start, place.len);
         let id = BgId(self.bgs.len() as u32);
         let mut free_space = BTreeMap::new();
         free_space.insert(start, len);
@@ -177,10 +203,11 @@ impl Engine {
             return false;
         }
         let id = h.new_bgs.remove(0);
-        let transid = h.transid;
+        let (transid, aborted) = (h.transid, h.aborted);
         self.bgm(id).bg_list = BgList::None;
-        if self.trans(transid).aborted.is_some() {
-            // `if (ret) goto next`: after an error the rest are only unlinked.
+        if aborted {
+            // `if (ret) goto next`: after this handle's error the rest are
+            // only unlinked. Another handle's abort does not stop it.
             return true;
         }
         if let Some(err) = self.failpoint(Site::BgInsertItem) {
@@ -254,9 +281,25 @@ impl Engine {
         })
     }
 
-    /// fs/btrfs/extent-tree.c, `do_chunk_alloc`: phase 1 of a new bg.
-    /// ENOSPC is returned to the caller without an abort; any other error
-    /// (the `bg_create` failpoint) aborts.
+    /// fs/btrfs/extent-tree.c, `check_system_chunk`: when the system
+    /// space_info has less than [`SYSTEM_CHUNK_THRESH`] left for the chunk
+    /// tree update, allocate a system chunk first (its result ignored, as
+    /// in v4.1): a second pending bg on the same handle.
+    fn check_system_chunk(&mut self, task: TaskId, transid: u64) {
+        let si = self.space_info(Kind::System);
+        let left = si
+            .total_bytes
+            .saturating_sub(si.bytes_used + si.bytes_reserved + si.bytes_readonly);
+        if left < SYSTEM_CHUNK_THRESH {
+            if let Some(bg) = self.btrfs_make_block_group(Kind::System, transid, Some(task)) {
+                self.events.push(Event::SystemChunkForced { bg });
+            }
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `do_chunk_alloc`: `check_system_chunk`,
+    /// then phase 1 of a new bg. ENOSPC is returned to the caller without
+    /// an abort; any other error (the `bg_create` failpoint) aborts.
     fn do_chunk_alloc(&mut self, task: TaskId, kind: Kind, transid: u64) -> Result<(), Error> {
         if let Some(err) = self.failpoint(Site::BgCreate) {
             if err.errno != Errno::ENOSPC {
@@ -264,6 +307,7 @@ impl Engine {
             }
             return Err(err);
         }
+        self.check_system_chunk(task, transid);
         match self.btrfs_make_block_group(kind, transid, Some(task)) {
             Some(_) => Ok(()),
             None => Err(Error::model(Errno::ENOSPC)),
@@ -282,9 +326,6 @@ impl Engine {
         retry: bool,
     ) -> Stepped {
         let transid = self.handle_transid(task);
-        if self.fs_error {
-            return self.fail_alloc(ext, Error::model(Errno::EROFS));
-        }
         if let Some(done) = self.find_free_extent(ext, kind, size, transid) {
             return Stepped::Finished(Ok(done));
         }
@@ -341,6 +382,10 @@ impl Engine {
             }
             RefAction::Drop => {
                 si.bytes_used -= e.len;
+                if self.bgs[id.0 as usize].ro {
+                    // Freed space in a read-only bg is read-only space.
+                    si.bytes_readonly += e.len;
+                }
                 let bg = self.bgm(id);
                 bg.used -= e.len;
                 // No pinning: the range is allocatable once the ref runs.
@@ -364,10 +409,11 @@ impl Engine {
     }
 
     /// fs/btrfs/extent-tree.c, `btrfs_run_delayed_refs` of everything
-    /// queued, atomically (as inside a commit). A no-op on an aborted
-    /// transaction, as in the kernel.
-    pub(crate) fn run_delayed_refs(&mut self, transid: u64) {
-        if self.trans(transid).aborted.is_some() {
+    /// queued, atomically (as inside a commit). A no-op on a handle that
+    /// aborted (`if (trans->aborted) return 0;`): v4.1 checks the handle,
+    /// not the transaction.
+    pub(crate) fn run_delayed_refs(&mut self, task: TaskId, transid: u64) {
+        if self.handle_aborted(task) {
             return;
         }
         while let Some(r) = self.trans_mut(transid).delayed_refs.pop_front() {
@@ -379,8 +425,8 @@ impl Engine {
     /// a step.
     pub(crate) fn step_run_refs(&mut self, task: TaskId, mut count: u32) -> Stepped {
         let transid = self.handle_transid(task);
-        if self.fs_error {
-            return Stepped::Finished(Err(Error::model(Errno::EROFS)));
+        if self.handle_aborted(task) {
+            return Stepped::Finished(Ok(Done::RanRefs { count }));
         }
         if let Some(r) = self.trans_mut(transid).delayed_refs.pop_front() {
             self.update_block_group(transid, r);
@@ -412,15 +458,26 @@ impl Engine {
     }
 
     /// fs/btrfs/extent-tree.c, `btrfs_start_dirty_block_groups`: one bg of
-    /// its loop. Returns false when the loop must stop (the transaction was
-    /// aborted).
-    pub(crate) fn start_dirty_one(&mut self, task: TaskId, transid: u64) -> bool {
-        let Some(id) = self.trans_mut(transid).writeout.pop_front() else {
-            return true;
+    /// its loop. A bg still under cache IO is waited for first; under
+    /// `space_cache` its cache IO is started (the bg goes on `io_bgs`, which
+    /// keeps its ref); then its item is written.
+    pub(crate) fn start_dirty_one(&mut self, task: TaskId, transid: u64) -> DirtyStep {
+        let Some(&id) = self.trans(transid).writeout.front() else {
+            return DirtyStep::Next;
         };
+        // "this can happen if something re-dirties a block group that is
+        // already under IO. Just wait for it to finish".
+        if self.bg(id).on_io_list {
+            if let Some(w) = self.cache_io_wait(id) {
+                return DirtyStep::Blocked(w);
+            }
+            self.io_list_del(id, "btrfs_start_dirty_block_groups");
+        }
+        self.trans_mut(transid).writeout.pop_front();
         self.bgm(id).dirty_list = DirtyList::None;
+        let should_put = !self.btrfs_write_out_cache(task, transid, id);
         let ret = self.write_one_cache_group(id);
-        let mut ok = true;
+        let mut step = DirtyStep::Next;
         match ret {
             Ok(()) => self.events.push(Event::BgWritten {
                 bg: id,
@@ -445,56 +502,153 @@ impl Engine {
                     STACK_START_DIRTY_WRITE
                 };
                 self.btrfs_abort_transaction(task, transid, err, stack);
-                ok = false;
+                step = DirtyStep::Break;
             }
         }
-        self.btrfs_put_block_group(id, "btrfs_start_dirty_block_groups");
-        if !ok {
-            // v4.1 leaves the rest on its local list; put them back on
-            // dirty_bgs so cleanup_transaction releases their refs.
-            let rest = std::mem::take(&mut self.trans_mut(transid).writeout);
-            for id in rest {
-                self.bgm(id).dirty_list = DirtyList::DirtyBgs(transid);
-                self.trans_mut(transid).dirty_bgs.push_back(id);
-            }
+        if should_put {
+            self.btrfs_put_block_group(id, "btrfs_start_dirty_block_groups");
         }
-        ok
+        step
+    }
+
+    /// What `btrfs_start_dirty_block_groups` does with the bgs an error left
+    /// on its local list when it returns. v4.1 does nothing: the list head
+    /// was on its stack, so their `dirty_list` stays linked to nothing and
+    /// their refs leak. acaeedb193a5 splices them back onto `dirty_bgs`,
+    /// where the abort's cleanup releases them.
+    pub(crate) fn start_dirty_leftovers(&mut self, transid: u64) {
+        if !self.applied(ACAEEDB193A5) {
+            return;
+        }
+        let rest = std::mem::take(&mut self.trans_mut(transid).writeout);
+        for id in rest {
+            self.bgm(id).dirty_list = DirtyList::DirtyBgs(transid);
+            self.trans_mut(transid).dirty_bgs.push_back(id);
+        }
     }
 
     /// `btrfs_start_dirty_block_groups`' `list_splice_init(&cur_trans->dirty_bgs,
-    /// &dirty)`: `dirty_bgs` onto the local list.
+    /// &dirty)`: `dirty_bgs` onto the head of the local list (ahead of any
+    /// bgs an error left there).
     pub(crate) fn splice_dirty_to_writeout(&mut self, transid: u64) {
         let tr = self.trans_mut(transid);
-        let dirty = std::mem::take(&mut tr.dirty_bgs);
+        let mut dirty = std::mem::take(&mut tr.dirty_bgs);
         for &id in &dirty {
             self.bgm(id).dirty_list = DirtyList::Writeout(transid);
         }
-        self.trans_mut(transid).writeout.extend(dirty);
+        let tr = self.trans_mut(transid);
+        dirty.append(&mut tr.writeout);
+        tr.writeout = dirty;
     }
 
     /// fs/btrfs/extent-tree.c, `btrfs_write_dirty_block_groups`, inside the
-    /// critical section: any error aborts, `-ENOENT` included.
-    pub(crate) fn write_dirty_block_groups(&mut self, task: TaskId, transid: u64) {
-        while let Some(id) = self.trans_mut(transid).dirty_bgs.pop_front() {
-            self.bgm(id).dirty_list = DirtyList::None;
-            let ret = self.write_one_cache_group(id);
-            self.btrfs_put_block_group(id, "btrfs_write_dirty_block_groups");
-            match ret {
-                Ok(()) => self.events.push(Event::BgWritten {
-                    bg: id,
-                    critical: true,
-                }),
-                Err(err) => {
-                    let stack = if self.applied(FF1F8250) {
-                        STACK_WRITE_DIRTY
-                    } else {
-                        STACK_WRITE_DIRTY_WRITE
-                    };
-                    self.btrfs_abort_transaction(task, transid, err, stack);
-                    return;
+    /// critical section, for the first bg of `dirty_bgs`: wait for its
+    /// cache IO if any, `cache_save_setup`, run every delayed ref, start its
+    /// cache IO, write its item. Any error aborts, `-ENOENT` included;
+    /// e44081ef6118 first waits for `num_writers == 1` (an endio worker's
+    /// JOIN_NOLOCK handle may hold the bg on its `new_bgs`) and looks again.
+    pub(crate) fn write_dirty_one(
+        &mut self,
+        task: TaskId,
+        transid: u64,
+        retry: Option<(BgId, bool)>,
+    ) -> CriticalStep {
+        let (id, should_put, ret) = match retry {
+            Some((id, should_put)) => {
+                if self.trans(transid).num_writers != 1 {
+                    return CriticalStep::Blocked(retry, Wait::Writers(transid));
                 }
+                (id, should_put, self.write_one_cache_group(id))
+            }
+            None => {
+                let id = *self.trans(transid).dirty_bgs.front().expect("a dirty bg");
+                if self.bg(id).on_io_list {
+                    if let Some(w) = self.cache_io_wait(id) {
+                        return CriticalStep::Blocked(None, w);
+                    }
+                    self.io_list_del(id, "btrfs_write_dirty_block_groups");
+                }
+                self.trans_mut(transid).dirty_bgs.pop_front();
+                self.bgm(id).dirty_list = DirtyList::None;
+                if self.handle_aborted(task) {
+                    // After an error v4.1 goes on taking bgs off the list
+                    // (`if (!ret)` guards the rest) and puts each.
+                    self.btrfs_put_block_group(id, "btrfs_write_dirty_block_groups");
+                    return CriticalStep::Next;
+                }
+                self.run_delayed_refs(task, transid);
+                let should_put = !self.btrfs_write_out_cache(task, transid, id);
+                let mut ret = self.write_one_cache_group(id);
+                if matches!(ret, Err(e) if e.errno == Errno::ENOENT) && self.applied(E44081EF6118) {
+                    // wait_event(cur_trans->writer_wait, num_writers == 1),
+                    // then the lookup again.
+                    if self.trans(transid).num_writers != 1 {
+                        return CriticalStep::Blocked(
+                            Some((id, should_put)),
+                            Wait::Writers(transid),
+                        );
+                    }
+                    ret = self.write_one_cache_group(id);
+                }
+                (id, should_put, ret)
+            }
+        };
+        match ret {
+            Ok(()) => self.events.push(Event::BgWritten {
+                bg: id,
+                critical: true,
+            }),
+            Err(err) => {
+                let stack = if self.applied(FF1F8250) {
+                    STACK_WRITE_DIRTY
+                } else {
+                    STACK_WRITE_DIRTY_WRITE
+                };
+                self.btrfs_abort_transaction(task, transid, err, stack);
             }
         }
+        if should_put {
+            self.btrfs_put_block_group(id, "btrfs_write_dirty_block_groups");
+        }
+        CriticalStep::Next
+    }
+
+    /// fs/btrfs/extent-tree.c, `set_block_group_ro(cache, force = 0)`:
+    /// refuses (-ENOSPC) when the space_info would be left without
+    /// `min_allocable_bytes` (1 MiB for metadata and system, 0 for data):
+    /// `bytes_used + bytes_reserved + bytes_readonly + num_bytes +
+    /// min_allocable_bytes <= total_bytes`. An already read-only bg is fine.
+    pub(crate) fn set_block_group_ro(&mut self, id: BgId) -> Result<(), Errno> {
+        let bg = self.bg(id);
+        if bg.ro {
+            return Ok(());
+        }
+        let num_bytes = bg.len - bg.reserved - bg.used;
+        let min_allocable = if bg.kind == Kind::Data {
+            0
+        } else {
+            MIN_ALLOCABLE_BYTES
+        };
+        let si = &mut self.space_info[bg.kind.index()];
+        if si.bytes_used + si.bytes_reserved + si.bytes_readonly + num_bytes + min_allocable
+            > si.total_bytes
+        {
+            return Err(Errno::ENOSPC);
+        }
+        si.bytes_readonly += num_bytes;
+        self.bgm(id).ro = true;
+        Ok(())
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_set_block_group_rw`.
+    pub(crate) fn btrfs_set_block_group_rw(&mut self, id: BgId) {
+        let bg = self.bg(id);
+        if !bg.ro {
+            return;
+        }
+        let num_bytes = bg.len - bg.reserved - bg.used;
+        self.space_info[bg.kind.index()].bytes_readonly -= num_bytes;
+        self.bgm(id).ro = false;
     }
 
     /// The `delete_unused` operation, fs/btrfs/extent-tree.c
@@ -510,15 +664,27 @@ impl Engine {
                 self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
                 return self.delete_unused_next(d);
             }
-            self.bgm(id).ro = true;
+            // "We don't want to force the issue, only flip if it's ok."
+            if self.set_block_group_ro(id).is_err() {
+                self.events.push(Event::BgKeptForSpace { bg: id });
+                self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
+                return self.delete_unused_next(d);
+            }
             d.current = Some(id);
         }
         let id = d.current.expect("a bg to delete");
+        // btrfs_remove_block_group waits for the bg's cache IO; the model
+        // waits before starting the transaction (see docs/model.md).
+        if self.bg(id).on_io_list {
+            if let Some(w) = self.cache_io_wait(id) {
+                return Stepped::Blocked(Pc::DeleteUnused(d), w);
+            }
+        }
         let transid = match self.join_transaction(task, TransType::Start) {
             Err(w) => return Stepped::Blocked(Pc::DeleteUnused(d), w),
             Ok(Err(_)) => {
                 // btrfs_set_block_group_rw, then only puts from here on.
-                self.bgm(id).ro = false;
+                self.btrfs_set_block_group_rw(id);
                 d.failed = true;
                 d.current = None;
                 self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
@@ -527,7 +693,7 @@ impl Engine {
             Ok(Ok(t)) => t,
         };
         self.btrfs_remove_chunk(task, transid, id);
-        if self.trans(transid).aborted.is_some() {
+        if self.handle_aborted(task) {
             d.failed = true;
         } else {
             d.count += 1;
@@ -555,6 +721,9 @@ impl Engine {
             let bg = self.bg(id);
             (bg.start, bg.len, bg.kind)
         };
+        // "make sure our free spache cache IO is done before remove the
+        // free space inode" (the wait itself happened before this step).
+        self.io_list_del(id, "btrfs_remove_block_group");
         match self.bg(id).dirty_list {
             DirtyList::None => {}
             DirtyList::DirtyBgs(t) => {
@@ -569,8 +738,15 @@ impl Engine {
             }
         }
         self.cache_tree.remove(&start);
+        let bg = self.bg(id);
+        let readonly = if bg.ro {
+            bg.len - bg.used - bg.reserved
+        } else {
+            0
+        };
         let si = &mut self.space_info[kind.index()];
         si.total_bytes -= len;
+        si.bytes_readonly -= readonly;
         si.block_groups.retain(|&b| b != id);
         self.bgm(id).removed = true;
         self.events.push(Event::BgRemoved { bg: id });

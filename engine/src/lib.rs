@@ -19,6 +19,7 @@
 
 mod disk_io;
 mod extent_tree;
+mod free_space_cache;
 mod patches;
 mod state;
 mod transaction;
@@ -31,6 +32,7 @@ pub use types::*;
 use std::collections::{BTreeMap, VecDeque};
 
 use extent_tree::DelPc;
+use free_space_cache::EndioPc;
 use transaction::CommitPc;
 
 /// Where a task's operation stands between steps.
@@ -55,6 +57,7 @@ enum Pc {
     /// A commit another task started: no handle, just a wait.
     WaitCommit(u64),
     DeleteUnused(DelPc),
+    Endio(EndioPc),
 }
 
 /// How one step of an operation ended, with where it resumes: the one
@@ -99,6 +102,9 @@ pub struct Engine {
     pub(crate) transactions: Vec<Transaction>,
     pub(crate) running: Option<u64>,
     pub(crate) unused_bgs: VecDeque<BgId>,
+    /// Free-space cache IOs started and not yet completed by an endio
+    /// worker, oldest first.
+    pub(crate) cache_io: VecDeque<CacheIo>,
     /// `BTRFS_FS_STATE_ERROR`.
     pub(crate) fs_error: bool,
     pub(crate) committed: Committed,
@@ -150,6 +156,7 @@ impl Engine {
             transactions: Vec::new(),
             running: None,
             unused_bgs: VecDeque::new(),
+            cache_io: VecDeque::new(),
             fs_error: false,
             committed: Committed::default(),
             tasks: Default::default(),
@@ -233,6 +240,14 @@ impl Engine {
     pub fn handle(&self, task: TaskId) -> Option<&Handle> {
         self.tasks.get(task).and_then(|t| t.handle.as_ref())
     }
+    /// Free-space cache IOs in flight, oldest first.
+    pub fn cache_io(&self) -> &VecDeque<CacheIo> {
+        &self.cache_io
+    }
+    /// Whether an `endio` would find a cache IO no worker has taken.
+    pub fn io_to_complete(&self) -> bool {
+        self.cache_io.iter().any(|io| io.worker.is_none())
+    }
     /// Events since the last [`Engine::drain_events`].
     pub fn events(&self) -> &[Event] {
         &self.events
@@ -241,11 +256,28 @@ impl Engine {
         self.events.drain(..)
     }
 
-    /// The refs a live bg should hold for its list memberships: the cache
-    /// tree's, `dirty_list`'s (taken over by `io_list`), `unused_bgs`'.
+    /// The refs a bg should hold for its list memberships: the cache
+    /// tree's, `dirty_list`'s, `io_list`'s (which took over an earlier dirty
+    /// ref), `unused_bgs`'. A list of a transaction that has completed (or
+    /// was cleaned up after an abort) is gone, so it accounts for nothing:
+    /// a bg still linked there holds a leaked ref.
     pub fn expected_refs(&self, bg: &BlockGroup) -> i64 {
+        let live = |t: u64| {
+            self.transaction(t)
+                .is_some_and(|tr| tr.state != TransState::Completed)
+        };
+        let dirty = match bg.dirty_list {
+            DirtyList::None => false,
+            DirtyList::DirtyBgs(t) | DirtyList::Writeout(t) => live(t),
+        };
+        let io = bg.on_io_list
+            && self
+                .transactions
+                .iter()
+                .any(|tr| tr.state != TransState::Completed && tr.io_bgs.contains(&bg.id));
         i64::from(!bg.removed)
-            + i64::from(bg.dirty_list != DirtyList::None || bg.on_io_list)
+            + i64::from(dirty)
+            + i64::from(io)
             + i64::from(bg.bg_list == BgList::UnusedBgs)
     }
 
@@ -300,9 +332,8 @@ impl Engine {
                 if !has_handle {
                     return einval();
                 }
-                if self.fs_error {
-                    return erofs();
-                }
+                // btrfs_free_extent queues its ref whatever another handle
+                // did: v4.1 checks no abort here.
                 let transid = self.handle_transid(task);
                 self.extent_mut(extent).state = ExtentState::Dropping;
                 self.trans_mut(transid).delayed_refs.push_back(DelayedRef {
@@ -326,9 +357,8 @@ impl Engine {
                 if !has_handle {
                     return einval();
                 }
-                if self.fs_error {
-                    return erofs();
-                }
+                // find_free_extent checks no abort: a handle goes on
+                // allocating after another handle aborted the transaction.
                 self.extent_mut(ext).state = ExtentState::Pending;
                 Pc::Alloc {
                     ext,
@@ -338,10 +368,16 @@ impl Engine {
                 }
             }
             Op::RunDelayedRefs | Op::End | Op::Commit if !has_handle => return einval(),
-            Op::RunDelayedRefs if self.fs_error => return erofs(),
             Op::RunDelayedRefs => Pc::RunRefs { count: 0 },
             Op::End => Pc::End { started: false },
             Op::Commit => Pc::Commit(CommitPc::Begin),
+            // The endio worker is a kernel thread of its own: a task that
+            // holds a handle cannot be one.
+            Op::Endio if has_handle => return einval(),
+            Op::Endio => match self.claim_cache_io(task) {
+                Some(pc) => Pc::Endio(pc),
+                None => return Ok(StepOutcome::Finished(Ok(Done::NoIo))),
+            },
         };
         self.tasks[task].pc = Some(pc);
         self.tasks[task].blocked = None;
@@ -376,6 +412,7 @@ impl Engine {
             Pc::Commit(c) => self.step_commit(task, c),
             Pc::WaitCommit(transid) => self.commit_wait_other(transid),
             Pc::DeleteUnused(d) => self.step_delete_unused(task, d),
+            Pc::Endio(e) => self.step_endio(task, e),
         };
         match stepped {
             Stepped::Yielded(pc) => {

@@ -51,15 +51,59 @@ pub struct PatchId(pub u8);
 /// section, where its item exists.
 pub const FF1F8250: PatchId = PatchId(0);
 
+/// e44081ef6118 ("Btrfs: fix unprotected list operations at
+/// btrfs_write_dirty_block_groups"): on `-ENOENT` in the critical section,
+/// wait for the free-space endio workers (`num_writers == 1`) and look the
+/// item up again. Without it, a bg that a worker's JOIN_NOLOCK handle
+/// created during COMMIT_DOING aborts the commit.
+pub const E44081EF6118: PatchId = PatchId(1);
+
+/// c79a175175d5 ("Btrfs: fix memory leak of block group cache"):
+/// `btrfs_cleanup_one_transaction` releases `dirty_bgs` and `io_bgs`
+/// (`btrfs_cleanup_dirty_bgs`). v4.1 leaks their refs on abort.
+pub const C79A175175D5: PatchId = PatchId(2);
+
+/// acaeedb193a5 ("btrfs: splice remaining dirty_bg's onto the transaction
+/// dirty bg list"): the bgs an error left on
+/// `btrfs_start_dirty_block_groups`' local list go back on `dirty_bgs`
+/// instead of leaking.
+pub const ACAEEDB193A5: PatchId = PatchId(3);
+
 /// Every modelled patch, indexed by [`PatchId`].
-pub const PATCHES: &[Patch] = &[Patch {
-    id: "ff1f8250a9e4",
-    title: "Btrfs: fix race between block group creation and their cache writeout",
-    kernel: "v4.1",
-    kind: PatchKind::Fix,
-    expected: Some("abort-enoent-outside-critical"),
-    file: "fs/btrfs/extent-tree.c",
-}];
+pub const PATCHES: &[Patch] = &[
+    Patch {
+        id: "ff1f8250a9e4",
+        title: "Btrfs: fix race between block group creation and their cache writeout",
+        kernel: "v4.1",
+        kind: PatchKind::Fix,
+        expected: Some("abort-enoent-outside-critical"),
+        file: "fs/btrfs/extent-tree.c",
+    },
+    Patch {
+        id: "e44081ef6118",
+        title: "Btrfs: fix unprotected list operations at btrfs_write_dirty_block_groups",
+        kernel: "v4.2",
+        kind: PatchKind::Fix,
+        expected: Some("unjustified-abort"),
+        file: "fs/btrfs/extent-tree.c",
+    },
+    Patch {
+        id: "c79a175175d5",
+        title: "Btrfs: fix memory leak of block group cache",
+        kernel: "v4.9",
+        kind: PatchKind::Fix,
+        expected: Some("bg-refcount"),
+        file: "fs/btrfs/disk-io.c",
+    },
+    Patch {
+        id: "acaeedb193a5",
+        title: "btrfs: splice remaining dirty_bg's onto the transaction dirty bg list",
+        kernel: "v5.11",
+        kind: PatchKind::Fix,
+        expected: Some("bg-refcount"),
+        file: "fs/btrfs/block-group.c",
+    },
+];
 
 impl PatchId {
     pub fn patch(self) -> &'static Patch {
@@ -170,7 +214,7 @@ mod tests {
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![FF1F8250]);
         assert_eq!(s.iter().collect::<Patches>(), s);
         assert!(Patches::FIXES.contains(FF1F8250));
-        assert_eq!(Patches::FIXES.minus(s), Patches::NONE);
+        assert_eq!(Patches::FIXES.minus(s), Patches::FIXES.without(FF1F8250));
         assert_eq!(s.to_string(), "ff1f8250a9e4");
         assert_eq!(Patches::NONE.to_string(), "none");
     }

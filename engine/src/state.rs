@@ -37,6 +37,10 @@ impl Engine {
             .expect("op needs a handle")
             .transid
     }
+    /// `trans->aborted` of the task's handle (false without one).
+    pub(crate) fn handle_aborted(&self, task: TaskId) -> bool {
+        self.tasks[task].handle.as_ref().is_some_and(|h| h.aborted)
+    }
 
     /// Evaluates the failpoint at `site` if the run armed any.
     pub(crate) fn failpoint(&self, site: Site) -> Option<Error> {

@@ -8,17 +8,20 @@
 //! Modelled: the transaction states and which handle types each blocks,
 //! `num_writers` / `num_extwriters`, the commit's order of work around its
 //! critical section (COMMIT_DOING up to UNBLOCKED), and an abort's cleanup.
-//! Left out: ATTACH and JOIN_NOLOCK handles, reservations, the log tree,
-//! snapshots, ordered extents, and everything the commit writes besides the
+//! The free-space endio worker's JOIN_NOLOCK handle is here too (its
+//! operation is in free_space_cache.rs). Left out: ATTACH handles, nested
+//! handles (`use_count`), reservations, the log tree, snapshots, delayed
+//! items (but for `btrfs_run_delayed_items`' -EIO on an aborted handle),
+//! ordered extents, and everything the commit writes besides the
 //! block-group items; the superblock write is one step. See docs/model.md.
 //!
 //! Failpoint sites here: `trans_end` (an error in `__btrfs_end_transaction`
 //! before phase 2 runs, which aborts).
 
-use crate::extent_tree::STACK_START_DIRTY;
+use crate::extent_tree::{CriticalStep, DirtyStep, STACK_START_DIRTY};
 use crate::{
-    AbortInfo, Done, Engine, Errno, Error, Event, Handle, Pc, Site, Stepped, TaskId, TransState,
-    TransType, Transaction, Wait, FIRST_TRANSID,
+    AbortInfo, BgId, Done, Engine, Errno, Error, Event, Handle, Pc, Site, Stepped, TaskId,
+    TransState, TransType, Transaction, Wait, FIRST_TRANSID,
 };
 use std::collections::VecDeque;
 
@@ -34,7 +37,7 @@ const STACK_COMMIT_PHASE2: &[&str] = &[
 
 /// Where a commit stands, in the order `btrfs_commit_transaction` does its
 /// work.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum CommitPc {
     /// The abort check, `btrfs_run_delayed_refs`,
     /// `btrfs_create_pending_block_groups`, `btrfs_run_delayed_refs`.
@@ -47,13 +50,22 @@ pub(crate) enum CommitPc {
     WriteOut { pass: u8 },
     /// Another task already set COMMIT_START: wait for its commit.
     CheckOther,
-    /// Wait for the previous transaction to complete.
+    /// Wait for the previous transaction to complete, then
+    /// `btrfs_run_delayed_items`, which returns -EIO on a handle that
+    /// aborted itself: straight to `cleanup_transaction`.
     WaitPrev,
     /// `wait_event(... extwriter_counter_read(cur_trans) == 0)`.
     WaitExt,
-    /// COMMIT_DOING, `num_writers == 1`, then the critical section up to
-    /// `switch_commit_roots` and UNBLOCKED.
+    /// COMMIT_DOING and `num_writers == 1`: the critical section begins
+    /// (or, on an aborted transaction, `cleanup_transaction`).
     Doing,
+    /// `commit_cowonly_roots`: `while (dirty_bgs || io_bgs)
+    /// btrfs_write_dirty_block_groups`. Without `space_cache` the whole
+    /// loop is one step, as before; with it, a step per bg and per IO wait.
+    /// `retry`: a bg whose lookup missed, to look up again once
+    /// `num_writers == 1` (e44081ef6118), and whether its ref is still to
+    /// put.
+    Critical { retry: Option<(BgId, bool)> },
     /// `write_ctree_super`, then COMPLETED.
     Super,
 }
@@ -69,12 +81,14 @@ impl Engine {
             Wait::CommitDone(t) => self.trans(t).state == TransState::Completed,
             Wait::ExtWriters(t) => self.trans(t).num_extwriters == 0,
             Wait::Writers(t) => self.trans(t).num_writers == 1,
+            Wait::CacheIo(bg, _) => !self.cache_io.iter().any(|io| io.bg == bg),
         }
     }
 
     /// fs/btrfs/super.c, `__btrfs_abort_transaction` (via the
-    /// `btrfs_abort_transaction` macro): only the first abort of a
-    /// transaction is recorded; the filesystem goes read-only.
+    /// `btrfs_abort_transaction` macro): the handle is marked
+    /// (`trans->aborted`), only the first abort of a transaction is
+    /// recorded, and the filesystem goes read-only.
     pub(crate) fn btrfs_abort_transaction(
         &mut self,
         task: TaskId,
@@ -83,6 +97,11 @@ impl Engine {
         stack: &'static [&'static str],
     ) {
         self.fs_error = true;
+        if let Some(h) = self.tasks[task].handle.as_mut() {
+            if h.transid == transid {
+                h.aborted = true;
+            }
+        }
         let tr = self.trans_mut(transid);
         if tr.aborted.is_some() {
             return;
@@ -125,7 +144,7 @@ impl Engine {
                     num_writers: 0,
                     num_extwriters: 0,
                     dirty_bgs: VecDeque::new(),
-                    io_bgs: Vec::new(),
+                    io_bgs: VecDeque::new(),
                     dirty_bg_run: false,
                     delayed_refs: VecDeque::new(),
                     aborted: None,
@@ -140,13 +159,14 @@ impl Engine {
         };
         let tr = self.trans_mut(transid);
         tr.num_writers += 1;
-        if ty == TransType::Start {
+        if ty.is_extwriter() {
             tr.num_extwriters += 1;
         }
         self.tasks[task].handle = Some(Handle {
             transid,
             ty,
             new_bgs: Vec::new(),
+            aborted: false,
         });
         Ok(Ok(transid))
     }
@@ -172,7 +192,7 @@ impl Engine {
         tr.num_writers -= 1;
         // The committer dropped its own extwriter count before waiting for
         // the others (see `CommitPc::WaitPrev`).
-        if h.ty == TransType::Start && tr.committer != Some(task) {
+        if h.ty.is_extwriter() && tr.committer != Some(task) {
             tr.num_extwriters -= 1;
         }
         if tr.aborted.is_some() || fs_error {
@@ -183,6 +203,9 @@ impl Engine {
 
     /// fs/btrfs/transaction.c, `__btrfs_end_transaction`: phase 2
     /// (`btrfs_create_pending_block_groups`), one bg a step, then release.
+    /// v4.1 runs phase 2 whatever another handle did (nothing there checks
+    /// `cur_trans->aborted`); after this handle's own error the rest are
+    /// only unlinked.
     pub(crate) fn step_end(&mut self, task: TaskId, started: bool) -> Stepped {
         let transid = self.handle_transid(task);
         let pending = !self.tasks[task]
@@ -197,14 +220,12 @@ impl Engine {
             } else {
                 self.failpoint(Site::TransEnd)
             };
-            if self.fs_error {
-                self.unlink_new_bgs(task);
-            } else if let Some(err) = fault {
+            if let Some(err) = fault {
                 self.btrfs_abort_transaction(task, transid, err, STACK_END);
                 self.unlink_new_bgs(task);
             } else {
                 self.create_one_pending(task, STACK_PHASE2);
-                if self.trans(transid).aborted.is_some() {
+                if self.handle_aborted(task) {
                     self.unlink_new_bgs(task);
                 }
                 let more = !self.tasks[task]
@@ -250,14 +271,15 @@ impl Engine {
                         let _ = self.release_handle(task);
                         return Stepped::Finished(Err(err));
                     }
-                    self.run_delayed_refs(transid);
+                    self.run_delayed_refs(task, transid);
                     self.create_pending_block_groups(task, STACK_COMMIT_PHASE2);
-                    self.run_delayed_refs(transid);
+                    self.run_delayed_refs(task, transid);
                     return keep(CommitPc::StartDirty);
                 }
                 CommitPc::StartDirty => {
+                    // No abort check here in v4.1: only the one at entry.
                     let tr = self.trans_mut(transid);
-                    if tr.dirty_bg_run || tr.aborted.is_some() || tr.dirty_bgs.is_empty() {
+                    if tr.dirty_bg_run || tr.dirty_bgs.is_empty() {
                         tr.dirty_bg_run = true;
                         pc = CommitPc::CheckOther;
                         continue;
@@ -269,24 +291,26 @@ impl Engine {
                     pc = CommitPc::WriteOut { pass: 0 };
                 }
                 CommitPc::WriteOut { pass } => {
-                    if !self.start_dirty_one(task, transid) {
-                        pc = CommitPc::CheckOther;
-                        continue;
-                    }
-                    if !self.trans(transid).writeout.is_empty() {
-                        return keep(pc);
-                    }
-                    // Delayed refs for what we just wrote, then once more.
-                    self.run_delayed_refs(transid);
-                    if pass == 0 {
-                        self.splice_dirty_to_writeout(transid);
-                        // The kernel's `again:` creates own pending bgs
-                        // before each pass.
-                        self.create_pending_block_groups(task, STACK_START_DIRTY);
-                        if !self.trans(transid).writeout.is_empty() {
-                            return keep(CommitPc::WriteOut { pass: 1 });
+                    match self.start_dirty_one(task, transid) {
+                        DirtyStep::Blocked(w) => return block(pc, w),
+                        DirtyStep::Next if !self.trans(transid).writeout.is_empty() => {
+                            return keep(pc)
                         }
+                        // The local list is empty, or `if (ret) break;`
+                        // left the rest on it.
+                        DirtyStep::Next | DirtyStep::Break => {}
                     }
+                    // `ret = btrfs_run_delayed_refs(...)`: 0 on an aborted
+                    // handle, so an error above is forgotten and v4.1 goes
+                    // on to the second pass and returns 0.
+                    self.run_delayed_refs(task, transid);
+                    if pass == 0 && !self.trans(transid).dirty_bgs.is_empty() {
+                        self.splice_dirty_to_writeout(transid);
+                        // `again:` creates own pending bgs before each pass.
+                        self.create_pending_block_groups(task, STACK_START_DIRTY);
+                        return keep(CommitPc::WriteOut { pass: 1 });
+                    }
+                    self.start_dirty_leftovers(transid);
                     pc = CommitPc::CheckOther;
                 }
                 CommitPc::CheckOther => {
@@ -308,10 +332,18 @@ impl Engine {
                     }
                     // extwriter_counter_dec for the committer's own handle
                     // (`release_handle` skips it for the committer).
-                    if self.tasks[task].handle.as_ref().expect("handle").ty == TransType::Start {
+                    let ty = self.tasks[task].handle.as_ref().expect("handle").ty;
+                    if ty.is_extwriter() {
                         self.trans_mut(transid).num_extwriters -= 1;
                     }
-                    pc = CommitPc::WaitExt;
+                    // `btrfs_run_delayed_items`: `if (trans->aborted) return
+                    // -EIO;` then `goto cleanup_transaction`, which waits for
+                    // `num_writers == 1` but not for the extwriters.
+                    pc = if self.handle_aborted(task) {
+                        CommitPc::Doing
+                    } else {
+                        CommitPc::WaitExt
+                    };
                 }
                 CommitPc::WaitExt => {
                     if self.trans(transid).num_extwriters != 0 {
@@ -324,30 +356,52 @@ impl Engine {
                     if self.trans(transid).num_writers != 1 {
                         return block(pc, Wait::Writers(transid));
                     }
-                    self.trans_mut(transid).in_critical = true;
-                    if self.trans(transid).aborted.is_none() {
-                        // commit_cowonly_roots
-                        self.run_delayed_refs(transid);
-                        while !self.trans(transid).dirty_bgs.is_empty()
-                            && self.trans(transid).aborted.is_none()
-                        {
-                            self.write_dirty_block_groups(task, transid);
-                            self.run_delayed_refs(transid);
-                        }
-                    }
                     if self.trans(transid).aborted.is_some() {
                         return self.cleanup_transaction(task, transid);
                     }
-                    // switch_commit_roots: this is "the commit".
-                    self.committed.roots_transid = transid;
-                    self.committed.extent_tree = self.extent_tree.clone();
-                    self.committed.chunk_tree = self.chunk_tree.clone();
-                    self.events.push(Event::RootsSwitched { transid });
-                    let tr = self.trans_mut(transid);
-                    tr.in_critical = false;
-                    tr.state = TransState::Unblocked;
-                    self.running = None;
-                    return keep(CommitPc::Super);
+                    self.trans_mut(transid).in_critical = true;
+                    // commit_cowonly_roots
+                    self.run_delayed_refs(task, transid);
+                    pc = CommitPc::Critical { retry: None };
+                }
+                CommitPc::Critical { retry } => {
+                    let tr = self.trans(transid);
+                    if retry.is_some() || !tr.dirty_bgs.is_empty() {
+                        // `btrfs_write_dirty_block_groups`, one bg.
+                        if let CriticalStep::Blocked(retry, w) =
+                            self.write_dirty_one(task, transid, retry)
+                        {
+                            return block(CommitPc::Critical { retry }, w);
+                        }
+                    } else if let Some(&id) = tr.io_bgs.front() {
+                        // Its tail: wait for every IO it started.
+                        if let Some(w) = self.cache_io_wait(id) {
+                            return block(pc, w);
+                        }
+                        self.io_list_del(id, "btrfs_write_dirty_block_groups");
+                    } else {
+                        // It returned. On its own error `commit_cowonly_roots`
+                        // returns it; else it runs the refs and loops while
+                        // either list is not empty. Then "the tasks which
+                        // save the space cache ... may also update
+                        // ->aborted, check it."
+                        if !self.handle_aborted(task) {
+                            self.run_delayed_refs(task, transid);
+                            let tr = self.trans(transid);
+                            if !tr.dirty_bgs.is_empty() || !tr.io_bgs.is_empty() {
+                                continue;
+                            }
+                        }
+                        if self.trans(transid).aborted.is_some() {
+                            return self.cleanup_transaction(task, transid);
+                        }
+                        self.commit_roots(transid);
+                        return keep(CommitPc::Super);
+                    }
+                    pc = CommitPc::Critical { retry: None };
+                    if self.config.mount.space_cache {
+                        return keep(pc);
+                    }
                 }
                 CommitPc::Super => {
                     self.committed.generation = transid;
@@ -360,6 +414,19 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// `switch_commit_roots`: this is "the commit" for the oracles; then
+    /// UNBLOCKED, and a new transaction may start.
+    fn commit_roots(&mut self, transid: u64) {
+        self.committed.roots_transid = transid;
+        self.committed.extent_tree = self.extent_tree.clone();
+        self.committed.chunk_tree = self.chunk_tree.clone();
+        self.events.push(Event::RootsSwitched { transid });
+        let tr = self.trans_mut(transid);
+        tr.in_critical = false;
+        tr.state = TransState::Unblocked;
+        self.running = None;
     }
 
     /// fs/btrfs/transaction.c, `btrfs_commit_transaction`'s branch for a

@@ -16,36 +16,63 @@ use crate::{BgId, ChunkItem, Engine, Kind, TaskId, SZ_1M};
 /// The first 1 MiB of the device holds no chunk (superblock area).
 pub(crate) const DEV_RESERVED: u64 = SZ_1M;
 
-/// Where a new chunk goes: its logical start and device offset.
+/// `BTRFS_STRIPE_LEN`: a device hole smaller than this holds no chunk, and
+/// a tail chunk's size is rounded down to it.
+pub(crate) const BTRFS_STRIPE_LEN: u64 = 64 * 1024;
+
+/// Where a new chunk goes: its logical start, device offset and size.
 pub(crate) struct ChunkPlace {
     pub(crate) start: u64,
     pub(crate) dev_offset: u64,
+    pub(crate) len: u64,
 }
 
 impl Engine {
-    /// fs/btrfs/volumes.c, `__btrfs_alloc_chunk`: the first device hole
-    /// that fits a chunk of `kind` (`find_free_dev_extent`), its device
-    /// extent taken, and a logical start past every chunk
-    /// (`find_next_chunk`). `None` when no hole fits: ENOSPC.
+    /// fs/btrfs/volumes.c, `__btrfs_alloc_chunk`: `find_free_dev_extent`
+    /// returns the first device hole that fits a chunk of `kind`, or else
+    /// the largest hole; a hole of at least `BTRFS_STRIPE_LEN` makes a tail
+    /// chunk of its size rounded down to it (`if (max_avail <
+    /// BTRFS_STRIPE_LEN * dev_stripes) continue; ... stripe_size =
+    /// devices_info[ndevs-1].max_avail;`). Its device extent is taken, and
+    /// its logical start is past every chunk (`find_next_chunk`). `None`
+    /// when no hole is big enough: ENOSPC.
     pub(crate) fn btrfs_alloc_chunk(&mut self, kind: Kind) -> Option<ChunkPlace> {
-        let len = self.config.chunk(kind);
-        // find_free_dev_extent: first hole on the device that fits.
-        let mut cursor = DEV_RESERVED;
-        for (&off, &l) in &self.dev_extents {
-            if off >= cursor + len {
+        let want = self.config.chunk(kind);
+        let (mut cursor, mut best) = (DEV_RESERVED, (0u64, 0u64));
+        let mut found = None;
+        let ends = self
+            .dev_extents
+            .iter()
+            .map(|(&off, &l)| (off, off + l))
+            .chain(std::iter::once((
+                self.config.device_size,
+                self.config.device_size,
+            )));
+        for (off, end) in ends {
+            let hole = off.saturating_sub(cursor);
+            if hole >= want {
+                found = Some((cursor, want));
                 break;
             }
-            cursor = cursor.max(off + l);
+            if hole > best.1 {
+                best = (cursor, hole);
+            }
+            cursor = cursor.max(end);
         }
-        if cursor + len > self.config.device_size {
-            return None;
-        }
-        self.dev_extents.insert(cursor, len);
+        let (dev_offset, len) = match found {
+            Some(f) => f,
+            None if best.1 >= BTRFS_STRIPE_LEN => {
+                (best.0, best.1 / BTRFS_STRIPE_LEN * BTRFS_STRIPE_LEN)
+            }
+            None => return None,
+        };
+        self.dev_extents.insert(dev_offset, len);
         // find_next_chunk: logical start just past the highest chunk's end.
         let start = self.bgs.iter().map(|b| b.end()).max().unwrap_or(SZ_1M);
         Some(ChunkPlace {
             start,
-            dev_offset: cursor,
+            dev_offset,
+            len,
         })
     }
 
