@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bgfuzz::check::{check_paths, outcome_name};
-use bgfuzz::engine::Variant;
 use bgfuzz::generate::decode;
 use bgfuzz::minimize::{minimize_with, Budget, Minimized};
+use bgfuzz::variant::Variant;
 
 use bgfuzz::report;
 use bgfuzz::run::{run, Mode};
@@ -43,10 +43,8 @@ enum Command {
         /// A script (`.scn`) or a libFuzzer input (crash-*, a corpus file):
         /// see --script/--artifact for how it is told apart.
         file: PathBuf,
-        /// The engine to run (see `bgfuzz list`); overrides the script's
-        /// `variant` line [default: the script's, else BGFUZZ_VARIANT for
-        /// an input, else fixed].
-        #[arg(long, value_parser = parse_variant)]
+        #[arg(long, value_parser = parse_variant,
+              help = variant_help("The engine to run; overrides the script's `variant` line [default: the script's, else BGFUZZ_VARIANT for an input, else fixed]."))]
         variant: Option<Variant>,
         /// Print {"variant","steps","violation"} instead.
         #[arg(long)]
@@ -85,9 +83,8 @@ enum Command {
         /// When it runs out, the smallest script so far is the result.
         #[arg(long, value_parser = parse_budget, default_value_t = BudgetArg::Tries(Budget::DEFAULT_TRIES))]
         budget: BudgetArg,
-        /// The engine to shrink under (see `bgfuzz list`) [default: as for
-        /// `repro`].
-        #[arg(long, value_parser = parse_variant)]
+        #[arg(long, value_parser = parse_variant,
+              help = variant_help("The engine to shrink under [default: as for `repro`]."))]
         variant: Option<Variant>,
         #[command(flatten)]
         input: InputKind,
@@ -99,9 +96,8 @@ enum Command {
     /// variant caught; with --variant: nothing found), 1: otherwise, 2:
     /// invalid arguments.
     Run {
-        /// Search only this engine (see `bgfuzz list`), for 200000 cases
-        /// unless --time or --cases says otherwise.
-        #[arg(long, value_parser = parse_variant)]
+        #[arg(long, value_parser = parse_variant,
+              help = variant_help("Search only this variant, for 200000 cases unless --time or --cases says otherwise [default: fixed, then each bug variant]."))]
         variant: Option<Variant>,
         /// Wall-clock budget per variant, e.g. 30s, 5m, at most a year
         /// (outside the runs: each case stays reproducible from its seed
@@ -148,9 +144,8 @@ enum Command {
         /// Parallel fuzzing processes per target (libFuzzer -fork).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
-        /// The engine the `scenario` target judges; default BGFUZZ_VARIANT,
-        /// else fixed.
-        #[arg(long, value_parser = parse_variant)]
+        #[arg(long, value_parser = parse_variant,
+              help = variant_help("The engine the `scenario` target judges; default BGFUZZ_VARIANT, else fixed."))]
         variant: Option<Variant>,
         #[arg(long, default_value = "campaign-out")]
         out: PathBuf,
@@ -169,8 +164,17 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// List the variants: each one's patches (upstream commit, title,
+    /// kernel version, fix or feature) and, for a bug variant, the oracle
+    /// expected to catch it. Exit 0.
+    Variants {
+        /// Print the table as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List what scripts and flags may name: variants, operations,
-    /// failpoint sites with their errnos, violation kinds. Exit 0.
+    /// failpoint sites with their errnos, mount options, violation kinds.
+    /// Exit 0.
     List,
 }
 
@@ -296,13 +300,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A `--variant` help text: `what`, then the known names.
+fn variant_help(what: &str) -> String {
+    format!(
+        "{what} One of: {} (see `bgfuzz variants`)",
+        Variant::known_names()
+    )
+}
+
 fn parse_variant(s: &str) -> Result<Variant, String> {
-    Variant::parse(s).ok_or_else(|| {
-        format!(
-            "unknown variant `{s}` (known: {})",
-            Variant::ALL.map(|v| v.name()).join(", ")
-        )
-    })
+    Variant::parse(s)
+        .ok_or_else(|| format!("unknown variant `{s}` (known: {})", Variant::known_names()))
 }
 
 /// stdout for every command. A reader that went away (`| head -1`) ends
@@ -353,6 +361,7 @@ fn main() -> ExitCode {
         } => repro(&file, variant, json, print_script, loose, input),
         Command::Check { paths } => check(&paths),
         Command::List => list(),
+        Command::Variants { json } => variants_cmd(json),
         Command::Minimize {
             file,
             out,
@@ -388,7 +397,7 @@ fn main() -> ExitCode {
             variant: match variant {
                 Some(v) => v,
                 None => match env_variant() {
-                    Ok(v) => v.unwrap_or(Variant::Fixed),
+                    Ok(v) => v.unwrap_or(Variant::FIXED),
                     Err(e) => {
                         eprintln!("bgfuzz: {e}");
                         return ExitCode::from(2);
@@ -703,7 +712,7 @@ fn run_cmd(
     }
     // The main job: the fixed engine for a budget, each bug until found.
     let mut rows = vec![search_variant(
-        Variant::Fixed,
+        Variant::FIXED,
         time,
         cases.or(Some(DEFAULT_CASES)),
         seed,
@@ -770,12 +779,12 @@ const BUG_CAP_CASES: u64 = 1_000_000;
 fn list() -> anyhow::Result<ExitCode> {
     use bgfuzz::failpoints::Site;
     use bgfuzz::oracles::ViolationKind;
-    outln!("variants (--variant, `variant` and `expect` lines):");
+    outln!("variants (--variant, `variant` and `expect` lines; patches: `bgfuzz variants`):");
     for v in Variant::ALL {
         outln!(
             "  {:<14} {} (expected violation: {})",
             v.name(),
-            v.commit(),
+            v.description(),
             v.expected_violation().unwrap_or("none")
         );
     }
@@ -788,6 +797,10 @@ fn list() -> anyhow::Result<ExitCode> {
         let errnos: Vec<String> = site.errnos().iter().map(|e| e.to_string()).collect();
         outln!("  {:<20} errnos: {}", site.name(), errnos.join(", "));
     }
+    outln!("\nmount options (`mount OPT...`):");
+    for o in bgfuzz::engine::MountOpts::NAMES {
+        outln!("  {o}");
+    }
     outln!("\nviolation kinds (`expect VARIANT: KIND`, or `pass`):");
     for k in ViolationKind::ALL {
         outln!("  {k}");
@@ -796,7 +809,7 @@ fn list() -> anyhow::Result<ExitCode> {
 }
 
 /// The script operations, as `bgfuzz list` shows them.
-const OPERATIONS: [(&str, &str); 9] = [
+const OPERATIONS: [(&str, &str); 10] = [
     ("start", "btrfs_start_transaction: take a handle"),
     (
         "join",
@@ -822,6 +835,10 @@ const OPERATIONS: [(&str, &str); 9] = [
     (
         "delete_unused",
         "btrfs_delete_unused_bgs, as the cleaner (no handle held)",
+    ),
+    (
+        "endio",
+        "a free-space cache endio worker completes the oldest cache IO (no handle held)",
     ),
     (
         "continue",
@@ -855,6 +872,66 @@ fn bench_cmd(json: bool, rounds: usize, seeds: usize) -> anyhow::Result<ExitCode
         outln!("{}", serde_json::to_string_pretty(&b)?);
     } else {
         out!("{}", bgfuzz::bench::table(&b));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bgfuzz variants`: the variant table and the patch table it is built on.
+fn variants_cmd(json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let rows: Vec<serde_json::Value> = Variant::ALL
+            .iter()
+            .map(|v| {
+                let patches: Vec<serde_json::Value> = v
+                    .patches()
+                    .iter()
+                    .map(|p| {
+                        let p = p.patch();
+                        serde_json::json!({
+                            "id": p.id,
+                            "title": p.title,
+                            "kernel": p.kernel,
+                            "kind": p.kind.name(),
+                            "file": p.file,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": v.name(),
+                    "description": v.description(),
+                    "patches": patches,
+                    "missing_fix": v.bug_patch().map(|p| p.patch().id),
+                    "expected_violation": v.expected_violation(),
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for v in Variant::ALL {
+        outln!("{}: {}", v.name(), v.description());
+        if v.patches().is_empty() {
+            outln!("  patches: none");
+        }
+        for p in v.patches().iter() {
+            let p = p.patch();
+            outln!(
+                "  {} {:<7} {:<5} \"{}\" ({})",
+                p.id,
+                p.kind.name(),
+                p.kernel,
+                p.title,
+                p.file
+            );
+        }
+        if let (Some(p), Some(kind)) = (v.bug_patch(), v.expected_violation()) {
+            outln!(
+                "  lacks {} (\"{}\"); expected oracle: {kind}",
+                p.patch().id,
+                p.patch().title
+            );
+        }
+        outln!();
     }
     Ok(ExitCode::SUCCESS)
 }

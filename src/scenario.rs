@@ -1,4 +1,4 @@
-//! Scenarios and their script form (`.scn`, shared/design/SCENARIO.md).
+//! Scenarios and their script form (`.scn`, see docs/scripts.md).
 //!
 //! A scenario is everything a run depends on. Printing one and parsing the
 //! print gives back the same scenario.
@@ -6,11 +6,13 @@
 use std::fmt::Write as _;
 
 use bgfuzz_engine::{
-    fmt_size, task_name, Config, Engine, ExtentId, Kind, Op, TaskId, Variant, MAX_TASKS, SZ_4K,
+    fmt_size, task_name, Config, Engine, ExtentId, Kind, MountOpts, Op, Patches, TaskId, MAX_TASKS,
+    SZ_4K,
 };
 use bgfuzz_failpoints::{FaultPlan, Site};
 
 use crate::oracles::ViolationKind;
+use crate::variant::Variant;
 
 /// What a step line does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,6 +65,9 @@ pub struct Scenario {
     pub device: Option<u64>,
     /// Chunk size per kind, indexed by [`Kind::index`].
     pub chunk: [Option<u64>; 3],
+    /// `mount OPT...`: options that change the step structure, all off by
+    /// default.
+    pub mount: MountOpts,
     pub fails: Vec<FaultPlan>,
     pub expects: Vec<Expect>,
     pub steps: Vec<Step>,
@@ -94,13 +99,14 @@ impl Scenario {
                 c.chunk_size[kind.index()] = s;
             }
         }
+        c.mount = self.mount;
         c
     }
 
     /// The variant to run: the command line's, else the header's, else
     /// `fixed`.
     pub fn variant_or(&self, over: Option<Variant>) -> Variant {
-        over.or(self.variant).unwrap_or(Variant::Fixed)
+        over.or(self.variant).unwrap_or(Variant::FIXED)
     }
 
     /// Parses a script. Bytes, not text: invalid UTF-8 or a NUL is an error
@@ -129,7 +135,7 @@ impl Scenario {
             }
             let (word, rest) = split_word(text);
             match word {
-                "variant" | "device" | "chunk" | "fail" | "expect" => {
+                "variant" | "device" | "chunk" | "mount" | "fail" | "expect" => {
                     if !s.steps.is_empty() {
                         return err(line, format!("header `{word}` after the first step line"));
                     }
@@ -141,7 +147,7 @@ impl Scenario {
                 _ => s.steps.push(parse_step(text, line)?),
             }
         }
-        if let Err(e) = Engine::new(s.config(), Variant::Fixed, false) {
+        if let Err(e) = Engine::new(s.config(), Patches::FIXES, false) {
             return err(config_line, e.to_string());
         }
         Ok(s)
@@ -168,6 +174,33 @@ impl Scenario {
                     return err(line, format!("second `chunk {kind}` line"));
                 }
                 self.chunk[kind.index()] = Some(parse_size(size.trim(), line)?);
+            }
+            "mount" => {
+                let opts: Vec<&str> = rest
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|o| !o.is_empty())
+                    .collect();
+                if opts.is_empty() {
+                    return err(
+                        line,
+                        format!(
+                            "`mount` needs options (known: {})",
+                            MountOpts::NAMES.join(", ")
+                        ),
+                    );
+                }
+                for o in opts {
+                    if !self.mount.set(o) {
+                        return err(
+                            line,
+                            format!(
+                                "unknown mount option `{}` (known: {})",
+                                o.chars().take(40).collect::<String>(),
+                                MountOpts::NAMES.join(", ")
+                            ),
+                        );
+                    }
+                }
             }
             "fail" => {
                 let (site, config) = split_word(rest);
@@ -230,6 +263,10 @@ impl Scenario {
             if let Some(c) = self.chunk[kind.index()] {
                 let _ = writeln!(out, "chunk {kind} {}", fmt_size(c));
             }
+        }
+        let mount = self.mount.names();
+        if !mount.is_empty() {
+            let _ = writeln!(out, "mount {}", mount.join(" "));
         }
         for p in &self.fails {
             let _ = writeln!(out, "fail {} {}", p.site, p.config());
@@ -301,11 +338,13 @@ pub fn looks_like_script(bytes: &[u8]) -> bool {
     text.lines().any(|l| {
         let l = l.split('#').next().unwrap_or("").trim();
         let (word, _) = split_word(l);
-        matches!(word, "variant" | "device" | "chunk" | "fail" | "expect")
-            || l.split_once(':').is_some_and(|(t, _)| {
-                let t = t.trim();
-                t.len() == 1 && t.as_bytes()[0].is_ascii_alphabetic()
-            })
+        matches!(
+            word,
+            "variant" | "device" | "chunk" | "mount" | "fail" | "expect"
+        ) || l.split_once(':').is_some_and(|(t, _)| {
+            let t = t.trim();
+            t.len() == 1 && t.as_bytes()[0].is_ascii_alphabetic()
+        })
     })
 }
 
@@ -323,7 +362,7 @@ fn parse_variant(s: &str, line: usize) -> Result<Variant, ParseError> {
         message: format!(
             "unknown variant `{}` (known: {})",
             shown(s),
-            Variant::ALL.map(|v| v.name()).join(", ")
+            Variant::known_names()
         ),
     })
 }
@@ -417,7 +456,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             want(0)?;
             Action::Continue
         }
-        "start" | "join" | "run_delayed_refs" | "end" | "commit" | "delete_unused" => {
+        "start" | "join" | "run_delayed_refs" | "end" | "commit" | "delete_unused" | "endio" => {
             want(0)?;
             Action::Begin(match op {
                 "start" => Op::Start,
@@ -425,6 +464,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
                 "run_delayed_refs" => Op::RunDelayedRefs,
                 "end" => Op::End,
                 "commit" => Op::Commit,
+                "endio" => Op::Endio,
                 _ => Op::DeleteUnused,
             })
         }
@@ -454,7 +494,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             return err(
                 line,
                 format!(
-                    "unknown operation `{}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, continue)",
+                    "unknown operation `{}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, endio, continue)",
                     shown(op)
                 ),
             )
@@ -477,7 +517,7 @@ mod tests {
     fn print_then_parse_is_identity() {
         let s = Scenario::parse(SEED.as_bytes()).unwrap();
         assert_eq!(s.steps.len(), 12);
-        assert_eq!(s.variant, Some(Variant::BugFf1f8250));
+        assert_eq!(s.variant, Some(Variant::BUG_FF1F8250));
         assert_eq!(s.steps[1].line, 10);
         let printed = s.print();
         assert_eq!(Scenario::parse(printed.as_bytes()).unwrap(), s);

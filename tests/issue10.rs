@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bgfuzz::engine::Variant;
+use bgfuzz::Variant;
 use bgfuzz::failpoints::Site;
 use bgfuzz::oracles::ViolationKind;
 

@@ -3,11 +3,12 @@
 //! `testing` hooks.
 
 use bgfuzz::engine::{
-    BgId, Config, Engine, Errno, Error, Event, ExtentId, Kind, Op, Status, StepOutcome, Variant,
+    BgId, Config, Engine, Errno, Error, Event, ExtentId, Kind, Op, Patches, Status, StepOutcome,
 };
 use bgfuzz::oracles::{Oracles, ViolationKind};
 use bgfuzz::run::{run, Mode};
 use bgfuzz::scenario::Scenario;
+use bgfuzz::variant::Variant;
 
 const A: usize = 0;
 const ALLOC_4K: Op = Op::Alloc {
@@ -17,7 +18,7 @@ const ALLOC_4K: Op = Op::Alloc {
 const B: usize = 1;
 
 fn engine() -> Engine {
-    Engine::new(Config::default(), Variant::Fixed, false).unwrap()
+    Engine::new(Config::default(), Patches::FIXES, false).unwrap()
 }
 
 /// Runs an operation to its end (or until it blocks), judging every step.
@@ -53,7 +54,7 @@ fn kind_names_round_trip() {
 #[test]
 fn abort_enoent_outside_critical_fires_on_the_seed_race() {
     let s = Scenario::parse(&std::fs::read("corpus/scripts/seed-race.scn").unwrap()).unwrap();
-    let r = run(&s, Variant::BugFf1f8250, Mode::Strict).unwrap();
+    let r = run(&s, Variant::BUG_FF1F8250, Mode::Strict).unwrap();
     let v = r.violation.unwrap();
     assert_eq!(v.finding.kind, ViolationKind::AbortEnoentOutsideCritical);
     let a = v.finding.abort.unwrap();
@@ -237,6 +238,27 @@ fn bg_refcount_fires_when_a_list_field_lies() {
     assert!(f.message.contains("dirty list"), "{}", f.message);
 }
 
+/// Every patch names its oracle by a kind that exists: a typo in the patch
+/// table would otherwise only show up as a bug variant reported missed.
+#[test]
+fn every_patch_expected_kind_parses() {
+    for p in bgfuzz::engine::PATCHES {
+        if let Some(kind) = p.expected {
+            assert!(
+                ViolationKind::parse(kind).is_some(),
+                "{}: expected `{kind}` is no violation kind",
+                p.id
+            );
+        }
+    }
+    for v in Variant::BUGS {
+        let kind = v
+            .expected_violation()
+            .expect("a bug variant names its oracle");
+        assert!(ViolationKind::parse(kind).is_some(), "{v}: `{kind}`");
+    }
+}
+
 /// Item 13: the incremental space-accounting oracle gives the full walk's
 /// verdict, word for word, after every step of generated runs under every
 /// variant, faults included, and on states broken behind the engine's back.
@@ -254,7 +276,7 @@ fn incremental_space_accounting_agrees_with_the_full_walk() {
             let norm = run(&scn, v, Mode::Loose).unwrap().scenario;
             let armed = norm.fails.iter().any(|p| p.injects());
             let _guard = armed.then(|| bgfuzz::failpoints::FailGuard::new(&norm.fails).unwrap());
-            let mut e = Engine::new(norm.config(), v, armed).unwrap();
+            let mut e = Engine::new(norm.config(), v.patches(), armed).unwrap();
             let mut ledger = SpaceLedger::default();
             for (i, s) in norm.steps.iter().enumerate() {
                 let r = match s.action {
