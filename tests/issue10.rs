@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bgfuzz::Variant;
 use bgfuzz::failpoints::Site;
 use bgfuzz::oracles::ViolationKind;
+use bgfuzz::Variant;
 
 const SEED_RACE: &str = "corpus/scripts/seed-race.scn";
 
