@@ -126,6 +126,16 @@ enum Command {
         #[arg(long)]
         coverage: bool,
     },
+    /// Drive this machine's btrfs (a loop-mounted sparse image, as root)
+    /// through a script's operations, or a built-in mix, with the kernel
+    /// log, tracepoints and `btrfs check` as oracles. Exit 0: nothing
+    /// found, 1: a finding, 2: cannot run here or invalid input. See
+    /// docs/kernel.md.
+    Kernel {
+        script: Option<PathBuf>,
+        #[command(flatten)]
+        args: KernelArgs,
+    },
     /// Replay scripts (files or directories of .scn) against their
     /// `expect` lines.
     Check {
@@ -202,6 +212,7 @@ fn main() -> ExitCode {
             input,
         } => repro(&file, variant, json, print_script, loose, input),
         Command::Check { paths } => check(&paths),
+        Command::Kernel { script, args } => kernel_cmd(script, &args),
         Command::Minimize {
             file,
             out,
@@ -611,4 +622,64 @@ fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCod
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The options of `bgfuzz kernel` (also taken by `repro --kernel`).
+#[derive(clap::Args, Clone)]
+struct KernelArgs {
+    /// How long the operations run, e.g. 10s, 2m.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    time: Duration,
+    /// Threads (default: one per script task; 4 for the built-in mix).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// A real device fault: `eio` fails the loop device's writes partway.
+    #[arg(long, value_parser = bgfuzz::kernel::Fault::parse)]
+    fault: Option<bgfuzz::kernel::Fault>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Keep the btrfs tracepoint stream as JSON lines.
+    #[arg(long)]
+    keep_trace: Option<PathBuf>,
+    /// Seed of the per-thread jitter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Mount options (default: space_cache=v1).
+    #[arg(long)]
+    mount_options: Option<String>,
+}
+
+impl KernelArgs {
+    fn options(&self, script: Option<PathBuf>) -> bgfuzz::kernel::KernelOptions {
+        bgfuzz::kernel::KernelOptions {
+            script,
+            time: self.time,
+            threads: self.threads,
+            fault: self.fault,
+            keep_trace: self.keep_trace.clone(),
+            seed: self.seed,
+            mount_options: self.mount_options.clone(),
+            progress: !self.json,
+            ..Default::default()
+        }
+    }
+}
+
+fn kernel_cmd(script: Option<PathBuf>, args: &KernelArgs) -> anyhow::Result<ExitCode> {
+    let r = match bgfuzz::kernel::run(&args.options(script)) {
+        Ok(r) => r,
+        Err(e) => return Err(kernel_error(e)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", bgfuzz::kernel::report::table(&r));
+    }
+    Ok(ExitCode::from(r.exit_code()))
+}
+
+/// Refusals and bad input exit 2 with their message; setup failures too.
+fn kernel_error(e: bgfuzz::kernel::KernelError) -> anyhow::Error {
+    Invalid(format!("kernel: {e}")).into()
 }
