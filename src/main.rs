@@ -55,6 +55,14 @@ enum Command {
         loose: bool,
         #[command(flatten)]
         input: InputKind,
+        /// Also run the script on this machine's kernel (`bgfuzz kernel`,
+        /// as root) and print the model under every variant and the
+        /// kernel side by side. Exit 1 when the kernel run has a finding.
+        #[arg(long, conflicts_with_all = ["print_script", "loose"])]
+        kernel: bool,
+        /// With --kernel: how long the kernel runs the script.
+        #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "kernel")]
+        kernel_time: Duration,
     },
     /// Shrink a failing script or libFuzzer artifact: fewer tasks, steps and
     /// faults, smaller sizes, the same violation kind.
@@ -210,7 +218,15 @@ fn main() -> ExitCode {
             print_script,
             loose,
             input,
-        } => repro(&file, variant, json, print_script, loose, input),
+            kernel,
+            kernel_time,
+        } => {
+            if kernel {
+                repro_kernel(&file, kernel_time, json)
+            } else {
+                repro(&file, variant, json, print_script, loose, input)
+            }
+        }
         Command::Check { paths } => check(&paths),
         Command::Kernel { script, args } => kernel_cmd(script, &args),
         Command::Minimize {
@@ -648,6 +664,9 @@ struct KernelArgs {
     /// Mount options (default: space_cache=v1).
     #[arg(long)]
     mount_options: Option<String>,
+    /// Panic this long into the run (to check the cleanup).
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    panic_after: Option<Duration>,
 }
 
 impl KernelArgs {
@@ -661,6 +680,7 @@ impl KernelArgs {
             seed: self.seed,
             mount_options: self.mount_options.clone(),
             progress: !self.json,
+            panic_after: self.panic_after,
             ..Default::default()
         }
     }
@@ -682,4 +702,21 @@ fn kernel_cmd(script: Option<PathBuf>, args: &KernelArgs) -> anyhow::Result<Exit
 /// Refusals and bad input exit 2 with their message; setup failures too.
 fn kernel_error(e: bgfuzz::kernel::KernelError) -> anyhow::Error {
     Invalid(format!("kernel: {e}")).into()
+}
+
+/// `repro --kernel`: the model under every variant and the kernel.
+fn repro_kernel(file: &Path, time: Duration, json: bool) -> anyhow::Result<ExitCode> {
+    let opts = bgfuzz::kernel::KernelOptions {
+        script: Some(file.to_path_buf()),
+        time,
+        progress: !json,
+        ..Default::default()
+    };
+    let s = bgfuzz::kernel::compare::side_by_side(&opts).map_err(kernel_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", bgfuzz::kernel::compare::table(&s));
+    }
+    Ok(ExitCode::from(s.kernel.exit_code()))
 }

@@ -3,6 +3,7 @@
 //! the block group items on disk and `btrfs check` as oracles, and real
 //! device faults (`--fault eio`). See docs/kernel.md.
 
+pub mod compare;
 pub mod ops;
 pub mod oracles;
 pub mod report;
@@ -69,6 +70,10 @@ pub struct KernelOptions {
     pub jitter: Duration,
     pub mount_options: Option<String>,
     pub progress: bool,
+    /// Panics the run's main thread this long after the start, with
+    /// everything set up: shows (tests, `--panic-after`) that the guards
+    /// undo it all on a panic.
+    pub panic_after: Option<Duration>,
 }
 
 impl Default for KernelOptions {
@@ -83,6 +88,7 @@ impl Default for KernelOptions {
             jitter: Duration::from_millis(2),
             mount_options: None,
             progress: false,
+            panic_after: None,
         }
     }
 }
@@ -336,8 +342,9 @@ fn run_inner(
                 .unwrap_or_default()
         );
         match Tracing::start(&base.join("tracing"), &name) {
-            Ok((t, missing)) => {
+            Ok((mut t, missing)) => {
                 trace_missing = missing;
+                t.reader_stop = Some(Arc::clone(&trace_stop));
                 let pipe = t.pipe();
                 rig.tracing = Some(t);
                 let (fsid, s, l) = (
@@ -490,6 +497,9 @@ fn run_inner(
                     }
                 ));
                 pb.tick();
+            }
+            if opts.panic_after.is_some_and(|d| now >= started + d) {
+                panic!("--panic-after: a deliberate panic with everything mounted");
             }
             if stop.load(Ordering::Relaxed) {
                 interrupted = true;

@@ -265,6 +265,8 @@ pub struct Conformance {
     pub lost_events: u64,
     /// Block group items on disk after unmount, when they were read.
     pub bgs_on_disk: Option<usize>,
+    /// Their logical offsets.
+    pub disk_offsets: Vec<u64>,
     pub failures: Vec<Nonconformance>,
 }
 
@@ -465,6 +467,7 @@ pub fn check_trace(
     }
     if let Some(disk) = on_disk {
         c.bgs_on_disk = Some(disk.len());
+        c.disk_offsets = disk.iter().copied().collect();
         for off in disk {
             let bad = if committed_only {
                 !ever.contains(off)

@@ -354,6 +354,9 @@ impl Drop for Mounted {
 /// switch we turned on.
 pub struct Tracing {
     pub instance: PathBuf,
+    /// Tells the reader of `trace_pipe` to close it (an open file keeps the
+    /// instance from being removed).
+    pub reader_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     enabled: Vec<PathBuf>,
     mount: Option<Mounted>,
 }
@@ -384,6 +387,7 @@ impl Tracing {
         std::fs::create_dir(&instance)?;
         let mut t = Tracing {
             instance,
+            reader_stop: None,
             enabled: Vec::new(),
             mount: Some(mount),
         };
@@ -412,6 +416,9 @@ impl Tracing {
     /// instance busy).
     pub fn stop(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Some(s) = &self.reader_stop {
+            s.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         for f in self.enabled.drain(..) {
             if let Err(e) = std::fs::write(&f, "0") {
                 problems.push(format!("{}: {e}", f.display()));
