@@ -202,15 +202,31 @@ fn trace_reader(
 }
 
 /// Fills what is left of the tmpfs under the image, so the loop device's
-/// writes to blocks not yet backed by tmpfs pages fail.
+/// writes to blocks not yet backed by tmpfs pages fail. In steps, as the
+/// image keeps growing meanwhile: ENOSPC is where it stops.
 fn fill_tmpfs(dir: &Path) -> io::Result<u64> {
-    let st = rustix::fs::statvfs(dir)?;
-    let free = st.f_bavail * st.f_frsize;
+    const STEP: u64 = 4 << 20;
     let f = File::create(dir.join("filler"))?;
-    if free > 0 {
-        rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, free)?;
+    let mut len = 0;
+    loop {
+        let step = match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), len, STEP) {
+            Ok(()) => STEP,
+            // The last few pages.
+            Err(rustix::io::Errno::NOSPC) => {
+                let st = rustix::fs::statvfs(dir)?;
+                let rest = st.f_bavail * st.f_frsize;
+                if rest == 0
+                    || rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), len, rest)
+                        .is_err()
+                {
+                    return Ok(len);
+                }
+                rest
+            }
+            Err(e) => return Err(e.into()),
+        };
+        len += step;
     }
-    Ok(free)
 }
 
 fn read_fsid(image: &Path) -> Result<String, KernelError> {
@@ -564,12 +580,14 @@ fn run_inner(
         match LoopDev::attach(&image, true) {
             Ok(mut l) => {
                 let p = l.path.to_string_lossy().into_owned();
+                // The tree log holds fsyncs not yet committed; replaying it
+                // would write. What was committed must mount without it.
                 match Mounted::mount(
                     &p,
                     &base.join("ro"),
                     "btrfs",
                     MountFlags::RDONLY,
-                    "",
+                    "ro,rescue=nologreplay",
                     "btrfs (ro)",
                 ) {
                     Ok(mut m) => {

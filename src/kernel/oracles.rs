@@ -124,6 +124,7 @@ pub fn parse_kmsg(records: &[String], device: &str, fault_from: Option<usize>) -
     let mut log = KernelLog::default();
     let dev = format!("(device {device}");
     let mut splat = 0usize;
+    let mut noisy_seen = 0usize;
     for (i, r) in records.iter().enumerate() {
         let ours = r.contains(&dev) || r.contains(&format!("dev {device},"));
         let injected = fault_from.is_some_and(|f| i >= f);
@@ -133,7 +134,13 @@ pub fn parse_kmsg(records: &[String], device: &str, fault_from: Option<usize>) -
         if is_warn {
             splat = 40;
         }
-        if ours || splat > 0 {
+        // The block layer's per-request errors under a fault: a few are
+        // enough to show.
+        let noisy = r.contains("critical space allocation error") || r.contains("I/O error, dev");
+        if noisy {
+            noisy_seen += 1;
+        }
+        if (ours || splat > 0) && !(noisy && noisy_seen > 3) {
             if log.lines.len() < 400 {
                 log.lines.push(r.clone());
             }
