@@ -327,8 +327,17 @@ pub fn table(r: &KernelReport) -> String {
         );
     }
     if !r.findings.is_empty() || !r.kernel_log.aborts.is_empty() {
-        let _ = writeln!(o, "\nthe kernel's lines:");
-        for l in r.kernel_log.lines.iter().take(60) {
+        let _ = writeln!(
+            o,
+            "\nthe kernel's lines (info lines left out; all in --json):"
+        );
+        for l in r
+            .kernel_log
+            .lines
+            .iter()
+            .filter(|l| !l.contains("BTRFS info"))
+            .take(60)
+        {
             let _ = writeln!(o, "  {l}");
         }
     }
