@@ -133,6 +133,11 @@ enum Command {
         /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report.
         #[arg(long)]
         coverage: bool,
+        /// Then run each crash's minimized script on this machine's kernel
+        /// for this long (as root; as `repro --kernel`), side by side with
+        /// the model, into OUT/kernel.md and OUT/kernel.json.
+        #[arg(long, value_parser = parse_duration)]
+        kernel: Option<Duration>,
     },
     /// Drive this machine's btrfs (a loop-mounted sparse image, as root)
     /// through a script's operations, or a built-in mix, with the kernel
@@ -255,25 +260,29 @@ fn main() -> ExitCode {
             out,
             corpus,
             coverage,
-        } => campaign_cmd(bgfuzz::campaign::CampaignConfig {
-            targets,
-            time,
-            jobs,
-            variant: match variant {
-                Some(v) => v,
-                None => match env_variant() {
-                    Ok(v) => v.unwrap_or(Variant::Fixed),
-                    Err(e) => {
-                        eprintln!("bgfuzz: {e}");
-                        return ExitCode::from(2);
-                    }
+            kernel,
+        } => campaign_cmd(
+            kernel,
+            bgfuzz::campaign::CampaignConfig {
+                targets,
+                time,
+                jobs,
+                variant: match variant {
+                    Some(v) => v,
+                    None => match env_variant() {
+                        Ok(v) => v.unwrap_or(Variant::Fixed),
+                        Err(e) => {
+                            eprintln!("bgfuzz: {e}");
+                            return ExitCode::from(2);
+                        }
+                    },
                 },
+                out,
+                corpus,
+                root: PathBuf::from("."),
+                coverage,
             },
-            out,
-            corpus,
-            root: PathBuf::from("."),
-            coverage,
-        }),
+        ),
     };
     match result {
         Ok(code) => code,
@@ -625,7 +634,10 @@ fn bench_cmd(json: bool, rounds: usize, seeds: usize) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCode> {
+fn campaign_cmd(
+    kernel: Option<Duration>,
+    cfg: bgfuzz::campaign::CampaignConfig,
+) -> anyhow::Result<ExitCode> {
     let report = bgfuzz::campaign::campaign(&cfg)?;
     print!("{}", bgfuzz::campaign::markdown(&report));
     eprintln!(
@@ -633,6 +645,17 @@ fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCod
         cfg.out.display(),
         cfg.out.display()
     );
+    if let Some(time) = kernel {
+        let crashes: Vec<(String, String)> = report
+            .crashes
+            .iter()
+            .map(|c| (c.target.clone(), c.script.clone()))
+            .collect();
+        print!(
+            "{}",
+            bgfuzz::kernel::compare::campaign_on_kernel(&crashes, &cfg.out, time)?
+        );
+    }
     Ok(if report.new_crashes > 0 {
         ExitCode::from(1)
     } else {

@@ -2,6 +2,8 @@
 //! every variant and on this machine's kernel, side by side.
 
 use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
 
 use bgfuzz_engine::Variant;
 use serde::Serialize;
@@ -111,4 +113,55 @@ pub fn table(s: &SideBySide) -> String {
         "\n(the model runs the script's interleaving exactly; the kernel runs each task's operations in a loop with jitter and cannot be made to take one interleaving: see docs/kernel.md)"
     );
     o
+}
+
+/// `campaign --kernel D`: each crash's minimized script (the `scenario`
+/// target's; the `script` target's crashes are panics, not scripts) on the
+/// kernel for `time`, side by side with the model, into OUT/kernel.md and
+/// OUT/kernel.json. A machine that cannot run the kernel gets a note, not
+/// a failed campaign.
+pub fn campaign_on_kernel(
+    crashes: &[(String, String)],
+    out: &Path,
+    time: Duration,
+) -> anyhow::Result<String> {
+    let mut md = String::from("\n# The crashes on this machine's kernel\n\n");
+    if let Err(why) = super::setup::preflight() {
+        let _ = writeln!(md, "not run: {why}");
+        return Ok(md);
+    }
+    let dir = out.join("kernel");
+    let mut results = Vec::new();
+    for (i, (target, script)) in crashes.iter().enumerate() {
+        if target != "scenario" || crate::scenario::Scenario::parse(script.as_bytes()).is_err() {
+            continue;
+        }
+        let path = dir.join(format!("crash-{}.scn", i + 1));
+        crate::write_atomic(&path, script)?;
+        let opts = KernelOptions {
+            script: Some(path.clone()),
+            time,
+            ..Default::default()
+        };
+        match side_by_side(&opts) {
+            Ok(s) => {
+                md.push_str("```\n");
+                md.push_str(&table(&s));
+                md.push_str("```\n\n");
+                results.push(s);
+            }
+            Err(e) => {
+                let _ = writeln!(md, "{}: not run: {e}\n", path.display());
+            }
+        }
+    }
+    if results.is_empty() {
+        md.push_str("no crash script to run\n");
+    }
+    crate::write_atomic(&out.join("kernel.md"), &md)?;
+    crate::write_atomic(
+        &out.join("kernel.json"),
+        &serde_json::to_string_pretty(&results)?,
+    )?;
+    Ok(md)
 }

@@ -251,7 +251,11 @@ pub fn run(opts: &KernelOptions) -> Result<KernelReport, KernelError> {
         }
         None => (None, Plan::builtin(opts.threads.unwrap_or(4)), None),
     };
-    let threads = opts.threads.unwrap_or(plan.tasks.len()).max(1);
+    // The built-in mix has one thread per task (--threads sized it).
+    let threads = match scn {
+        Some(_) => opts.threads.unwrap_or(plan.tasks.len()).max(1),
+        None => plan.tasks.len(),
+    };
     let image_bytes = image_size(scn.as_ref().and_then(|s| s.device));
     let mut notes = plan.notes.clone();
     if let Some(d) = scn.as_ref().and_then(|s| s.device) {

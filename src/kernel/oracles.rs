@@ -146,12 +146,10 @@ pub fn parse_kmsg(records: &[String], device: &str, fault_from: Option<usize>) -
             }
             splat = splat.saturating_sub(1);
         }
-        if r.starts_with("WARNING:") || r.contains("BUG:") {
-            // A btrfs abort's WARN has the abort line as its message; the
-            // abort itself is recorded below.
-            if !injected {
-                log.warnings.push(r.clone());
-            }
+        // A warning names its source file; only btrfs's count (any BUG
+        // does). A btrfs abort's WARN is recorded here and as an abort.
+        if ((r.starts_with("WARNING:") && r.contains("btrfs")) || r.contains("BUG:")) && !injected {
+            log.warnings.push(r.clone());
         }
         if !ours {
             continue;
