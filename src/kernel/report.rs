@@ -223,7 +223,12 @@ pub fn table(r: &KernelReport) -> String {
     w(
         &mut o,
         "operations",
-        format!("{} ({:.0}/s)", r.ops, r.ops_per_s),
+        format!(
+            "{} ({:.0}/s), {} MiB written",
+            r.ops,
+            r.ops_per_s,
+            r.counters.bytes_written >> 20
+        ),
     );
     w(
         &mut o,
