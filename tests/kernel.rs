@@ -424,6 +424,11 @@ fn seed_race_on_the_kernel() {
     assert_eq!(r["aborts"], 0);
     assert_eq!(r["btrfs_check"]["clean"], true);
     assert_eq!(r["conformance"]["failures"].as_array().unwrap().len(), 0);
+    // A probe that read no items would have reported every live bg.
+    assert!(
+        r["conformance"]["commit_probes"].as_u64().unwrap() >= 1,
+        "{r:#}"
+    );
     assert!(r["leftovers"].as_array().unwrap().is_empty());
     assert!(r["cleanup"].as_array().unwrap().is_empty());
     // The kept trace is the one that was checked, and checks again.

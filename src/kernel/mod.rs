@@ -15,7 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::mount::MountFlags;
@@ -140,6 +140,40 @@ struct Live {
     removed: AtomicU64,
     commits: AtomicU64,
     lost: AtomicU64,
+    /// Block groups added (at mount or created) and chunks freed so far,
+    /// for the commit probes.
+    bgs: Mutex<(BTreeSet<u64>, BTreeSet<u64>)>,
+}
+
+impl Live {
+    fn bgs(&self) -> std::sync::MutexGuard<'_, (BTreeSet<u64>, BTreeSet<u64>)> {
+        self.bgs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One commit probe: the block groups the trace shows alive now, a commit
+/// (`BTRFS_IOC_SYNC` waits for the running transaction and commits it, so
+/// every block group created before is through both phases), then the
+/// block group items in the tree (`BTRFS_IOC_TREE_SEARCH`). A bg alive
+/// before the commit and missing from the tree is a finding unless the
+/// trace shows it freed meanwhile. `None` when the commit or the search
+/// failed (after an abort).
+fn probe(root: &File, live: &Live) -> Option<Vec<u64>> {
+    let before: BTreeSet<u64> = {
+        let g = live.bgs();
+        g.0.difference(&g.1).copied().collect()
+    };
+    ops::ioc_sync(root).ok()?;
+    let items = ops::bg_items(root).ok()?;
+    // Let the trace reader catch up with frees that raced the search.
+    std::thread::sleep(Duration::from_millis(200));
+    let g = live.bgs();
+    Some(
+        before
+            .into_iter()
+            .filter(|b| !items.contains(b) && !g.1.contains(b))
+            .collect(),
+    )
 }
 
 fn trace_reader(
@@ -164,6 +198,18 @@ fn trace_reader(
                     let line: String = partial.drain(..=i).collect();
                     match parse_trace_line(line.trim_end(), &fsid) {
                         TraceLine::Event(e) => {
+                            match e.event.as_str() {
+                                "btrfs_add_block_group" | "btrfs_chunk_free" => {
+                                    let mut g = live.bgs();
+                                    let off = e.get("offset").unwrap_or(0);
+                                    if e.event == "btrfs_chunk_free" {
+                                        g.1.insert(off);
+                                    } else {
+                                        g.0.insert(off);
+                                    }
+                                }
+                                _ => {}
+                            }
                             match e.event.as_str() {
                                 "btrfs_add_block_group" if e.get("create") == Some(1) => {
                                     live.created.fetch_add(1, Ordering::Relaxed);
@@ -356,6 +402,7 @@ fn run_inner(
     let mut trace_missing = Vec::new();
     let mut trace_unavailable = None;
     let mut reader = None;
+    let mut reader_running = false;
     if setup::has_tracefs() {
         let name = format!(
             "bgfuzz-{}-{}",
@@ -376,6 +423,7 @@ fn run_inner(
                     Arc::clone(&trace_live),
                 );
                 reader = Some(std::thread::spawn(move || trace_reader(pipe, fsid, s, l)));
+                reader_running = true;
             }
             Err(e) => trace_unavailable = Some(format!("tracefs: {e}")),
         }
@@ -439,6 +487,9 @@ fn run_inner(
         pb
     });
     let worker_stop = AtomicBool::new(false);
+    let mut probes = 0usize;
+    let mut probe_failures: Vec<oracles::Nonconformance> = Vec::new();
+    let mut last_probe = started;
     let files = ops::Files::default();
     // Live data kept by all threads together: ~40% of the image, so block
     // groups fill, empty out and are recreated.
@@ -453,6 +504,8 @@ fn run_inner(
             }
         }
         let _stop_guard = StopOnDrop(&worker_stop);
+        // Closed when the scope ends, before the unmount.
+        let probe_root = ops::open_root(&mnt).ok();
         for i in 0..threads {
             let (name, ops) = &plan.tasks[i % plan.tasks.len()];
             let w = Worker {
@@ -520,6 +573,29 @@ fn run_inner(
                     }
                 ));
                 pb.tick();
+            }
+            // A commit probe a second, while there is a trace to read and
+            // no fault or abort in the way.
+            if reader_running
+                && fault_from.is_none()
+                && abort_seen_at.is_none()
+                && now >= last_probe + Duration::from_secs(1)
+            {
+                if let Some(root) = &probe_root {
+                    if let Some(missing) = probe(root, &trace_live) {
+                        probes += 1;
+                        for b in missing {
+                            probe_failures.push(oracles::Nonconformance {
+                                invariant: "bg-not-in-tree-after-commit".into(),
+                                event: None,
+                                message: format!(
+                                    "block group {b} was created before commit probe {probes} but has no item in the tree after it"
+                                ),
+                            });
+                        }
+                    }
+                }
+                last_probe = Instant::now();
             }
             if opts.panic_after.is_some_and(|d| now >= started + d) {
                 panic!("--panic-after: a deliberate panic with everything mounted");
@@ -620,6 +696,8 @@ fn run_inner(
     let conformance = trace_unavailable.is_none().then(|| {
         let mut c = oracles::check_trace(&events, disk.as_ref().ok(), opts.fault.is_some());
         c.lost_events = trace_live.lost.load(Ordering::Relaxed);
+        c.commit_probes = probes;
+        c.failures.extend(probe_failures);
         c
     });
     if let Err(e) = &disk {

@@ -566,3 +566,91 @@ impl Worker<'_> {
 pub fn open_root(root: &Path) -> io::Result<File> {
     File::open(root)
 }
+
+const BTRFS_IOC_TREE_SEARCH: u32 = 0xD000_9411; // _IOWR(0x94, 17, 4096 bytes)
+const BTRFS_EXTENT_TREE_OBJECTID: u64 = 2;
+const BTRFS_BLOCK_GROUP_TREE_OBJECTID: u64 = 11;
+const BTRFS_BLOCK_GROUP_ITEM_KEY: u32 = 192;
+
+/// The block group items of the mounted filesystem's extent tree (or its
+/// block group tree), by `BTRFS_IOC_TREE_SEARCH`: their logical offsets.
+pub fn bg_items(root: &File) -> io::Result<std::collections::BTreeSet<u64>> {
+    let mut found = std::collections::BTreeSet::new();
+    for tree in [BTRFS_EXTENT_TREE_OBJECTID, BTRFS_BLOCK_GROUP_TREE_OBJECTID] {
+        match search_tree(root, tree, &mut found) {
+            // No block group tree on this filesystem.
+            Err(e)
+                if tree == BTRFS_BLOCK_GROUP_TREE_OBJECTID
+                    && e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {}
+            r => r?,
+        }
+    }
+    Ok(found)
+}
+
+/// Walks a whole tree with the search ioctl, keeping BLOCK_GROUP_ITEMs.
+/// `struct btrfs_ioctl_search_args`: a 104-byte key (tree_id, min/max
+/// objectid, min/max offset, min/max transid as u64; min/max type and
+/// nr_items as u32; padding), then 3992 bytes of results, each a 32-byte
+/// header (transid, objectid, offset: u64; type, len: u32) and `len` bytes.
+fn search_tree(
+    root: &File,
+    tree: u64,
+    found: &mut std::collections::BTreeSet<u64>,
+) -> io::Result<()> {
+    let (mut objectid, mut ty, mut offset) = (0u64, 0u32, 0u64);
+    loop {
+        let mut args = [0u8; 4096];
+        let put64 =
+            |a: &mut [u8; 4096], at: usize, v: u64| a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+        let put32 =
+            |a: &mut [u8; 4096], at: usize, v: u32| a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        put64(&mut args, 0, tree);
+        put64(&mut args, 8, objectid);
+        put64(&mut args, 16, u64::MAX);
+        put64(&mut args, 24, offset);
+        put64(&mut args, 32, u64::MAX);
+        put64(&mut args, 40, 0);
+        put64(&mut args, 48, u64::MAX);
+        put32(&mut args, 56, ty);
+        put32(&mut args, 60, u32::MAX);
+        put32(&mut args, 64, 4096);
+        // SAFETY: BTRFS_IOC_TREE_SEARCH takes a 4096-byte search_args.
+        unsafe { ioctl_raw(root, BTRFS_IOC_TREE_SEARCH, args.as_mut_ptr().cast()) }?;
+        let n = u32::from_ne_bytes(args[64..68].try_into().expect("4 bytes"));
+        if n == 0 {
+            return Ok(());
+        }
+        let mut at = 104;
+        let get64 =
+            |a: &[u8], at: usize| u64::from_ne_bytes(a[at..at + 8].try_into().expect("8 bytes"));
+        let get32 =
+            |a: &[u8], at: usize| u32::from_ne_bytes(a[at..at + 4].try_into().expect("4 bytes"));
+        for _ in 0..n {
+            if at + 32 > args.len() {
+                break;
+            }
+            let (oid, off, t, len) = (
+                get64(&args, at + 8),
+                get64(&args, at + 16),
+                get32(&args, at + 24),
+                get32(&args, at + 28),
+            );
+            if t == BTRFS_BLOCK_GROUP_ITEM_KEY {
+                found.insert(oid);
+            }
+            (objectid, ty, offset) = (oid, t, off);
+            at += 32 + len as usize;
+        }
+        // The next key after the last one returned.
+        if offset < u64::MAX {
+            offset += 1;
+        } else if ty < u32::MAX {
+            (ty, offset) = (ty + 1, 0);
+        } else if objectid < u64::MAX {
+            (objectid, ty, offset) = (objectid + 1, 0, 0);
+        } else {
+            return Ok(());
+        }
+    }
+}

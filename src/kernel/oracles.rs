@@ -268,6 +268,9 @@ pub struct Conformance {
     pub commits: usize,
     pub reserves_checked: usize,
     pub lost_events: u64,
+    /// Commits made during the run to check that every block group created
+    /// before is in the tree after it (`bg-not-in-tree-after-commit`).
+    pub commit_probes: usize,
     /// Block group items on disk after unmount, when they were read.
     pub bgs_on_disk: Option<usize>,
     /// Their logical offsets.

@@ -280,8 +280,9 @@ pub fn table(r: &KernelReport) -> String {
     );
     let conf = match (&r.conformance, &r.trace_unavailable) {
         (Some(c), _) => format!(
-            "{} events, {} failures{}{}",
+            "{} events, {} commit probes, {} failures{}{}",
             c.events,
+            c.commit_probes,
             c.failures.len(),
             if c.complete() {
                 String::new()
