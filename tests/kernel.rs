@@ -334,7 +334,10 @@ fn can_run(test: &str) -> bool {
             if std::env::var("BGFUZZ_KERNEL_TESTS").as_deref() == Ok("require") {
                 panic!("{test}: BGFUZZ_KERNEL_TESTS=require but: {why}");
             }
-            eprintln!("{test}: SKIPPED: {why}");
+            // Past the test harness's capture, so it shows without
+            // --nocapture.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {why}");
             false
         }
     }
