@@ -276,6 +276,21 @@ fn an_abort_not_injected_is_a_finding_with_the_kernels_lines() {
     assert_eq!(parse_kmsg(&other, "loop0", None).findings(), 0);
 }
 
+/// `mount` header lines are the kernel run's, whether or not the script
+/// parser knows them: taken out (line numbers kept) and mapped.
+#[test]
+fn mount_lines_become_mount_options() {
+    use bgfuzz::kernel::take_mount_lines;
+    let (rest, m) = take_mount_lines(b"mount space_cache # v1\nA: start\nA: frobnicate\n");
+    assert_eq!(m.as_deref(), Some("space_cache=v1,nodiscard"));
+    // The parser still names line 3 for the bad step.
+    assert_eq!(Scenario::parse(&rest).unwrap_err().line, 3);
+    let (_, m) = take_mount_lines(b"mount discard,commit=5\nA: start\n");
+    assert_eq!(m.as_deref(), Some("discard,commit=5"));
+    let (rest, m) = take_mount_lines(b"A: start\n");
+    assert_eq!((rest.as_slice(), m), (&b"A: start\n"[..], None));
+}
+
 #[test]
 fn scripts_map_onto_kernel_operations() {
     let text = "A: start\nA: alloc data 1G\nA: alloc metadata 64K\nB: start\nB: free e1\nB: run_delayed_refs\nC: start\nC: commit\nC: continue\nC: delete_unused\nA: end\n";

@@ -54,7 +54,7 @@ pub fn side_by_side(opts: &KernelOptions) -> Result<SideBySide, KernelError> {
         .script
         .as_ref()
         .ok_or_else(|| KernelError::Invalid("a script is needed to compare".into()))?;
-    let (scn, _) = super::load_plan(path)?;
+    let (scn, _, _) = super::load_plan(path)?;
     let model = model_rows(&scn)?;
     let kernel = super::run(opts)?;
     Ok(SideBySide {

@@ -112,10 +112,56 @@ fn setup_err(what: &str) -> impl FnOnce(io::Error) -> KernelError + '_ {
     move |e| KernelError::Setup(format!("{what}: {e}"))
 }
 
-/// Reads a script for a kernel run.
-pub fn load_plan(path: &Path) -> Result<(Scenario, Plan), KernelError> {
+/// Takes `mount WORD...` header lines out of a script (blanked, so the
+/// parser's line numbers stay right), whether or not the script parser
+/// knows them yet, and maps them onto mount options: `space_cache` is the
+/// v1 cache (`space_cache=v1`), `discard` replaces the default
+/// `nodiscard`, anything else is passed as written.
+pub fn take_mount_lines(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
+    let mut words: Vec<String> = Vec::new();
+    let mut seen = false;
+    let mut out = Vec::with_capacity(bytes.len());
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        let text = String::from_utf8_lossy(line);
+        let text = text.split('#').next().unwrap_or("").trim();
+        match text.split_whitespace().next() {
+            Some("mount") => {
+                seen = true;
+                words.extend(
+                    text.split_whitespace()
+                        .skip(1)
+                        .flat_map(|w| w.split(','))
+                        .filter(|w| !w.is_empty())
+                        .map(|w| match w {
+                            "space_cache" => "space_cache=v1".to_string(),
+                            w => w.to_string(),
+                        }),
+                );
+            }
+            _ => out.extend_from_slice(line),
+        }
+    }
+    if !seen {
+        return (bytes.to_vec(), None);
+    }
+    if !words
+        .iter()
+        .any(|w| w.starts_with("discard") || w == "nodiscard")
+    {
+        words.push("nodiscard".into());
+    }
+    (out, Some(words.join(",")))
+}
+
+/// Reads a script for a kernel run: the scenario, its operations, and the
+/// mount options of its `mount` lines, if any.
+pub fn load_plan(path: &Path) -> Result<(Scenario, Plan, Option<String>), KernelError> {
     let bytes = std::fs::read(path)
         .map_err(|e| KernelError::Invalid(format!("{}: {e}", path.display())))?;
+    let (bytes, mount) = take_mount_lines(&bytes);
     let scn = Scenario::parse(&bytes)
         .map_err(|e| KernelError::Invalid(format!("{}:{e}", path.display())))?;
     let plan = Plan::from_scenario(&scn);
@@ -125,7 +171,7 @@ pub fn load_plan(path: &Path) -> Result<(Scenario, Plan), KernelError> {
             path.display()
         )));
     }
-    Ok((scn, plan))
+    Ok((scn, plan, mount))
 }
 
 /// The image size for a script's `device` line.
@@ -290,13 +336,15 @@ fn read_fsid(image: &Path) -> Result<String, KernelError> {
 /// Runs a script (or the built-in mix) on the kernel.
 pub fn run(opts: &KernelOptions) -> Result<KernelReport, KernelError> {
     setup::preflight()?;
-    let (scn, plan, script_name) = match &opts.script {
+    let (scn, plan, script_name, script_mount) = match &opts.script {
         Some(p) => {
-            let (s, plan) = load_plan(p)?;
-            (Some(s), plan, Some(p.display().to_string()))
+            let (s, plan, mount) = load_plan(p)?;
+            (Some(s), plan, Some(p.display().to_string()), mount)
         }
-        None => (None, Plan::builtin(opts.threads.unwrap_or(4)), None),
+        None => (None, Plan::builtin(opts.threads.unwrap_or(4)), None, None),
     };
+    // --mount-options, else the script's `mount` lines, else the default.
+    let mount_opts = opts.mount_options.clone().or(script_mount);
     // The built-in mix has one thread per task (--threads sized it).
     let threads = match scn {
         Some(_) => opts.threads.unwrap_or(plan.tasks.len()).max(1),
@@ -328,7 +376,16 @@ pub fn run(opts: &KernelOptions) -> Result<KernelReport, KernelError> {
         .into_iter()
         .filter_map(|s| signal_hook::flag::register(s, Arc::clone(&stop)).ok())
         .collect();
-    let result = run_inner(opts, &plan, threads, image_bytes, &stop, notes, script_name);
+    let result = run_inner(
+        opts,
+        &plan,
+        threads,
+        image_bytes,
+        &stop,
+        notes,
+        script_name,
+        mount_opts,
+    );
     for id in sig_ids {
         signal_hook::low_level::unregister(id);
     }
@@ -344,6 +401,7 @@ fn run_inner(
     stop: &Arc<AtomicBool>,
     mut notes: Vec<String>,
     script_name: Option<String>,
+    mount_opts: Option<String>,
 ) -> Result<KernelReport, KernelError> {
     let mut rig = Rig::default();
     let dir = tempfile::Builder::new()
@@ -378,12 +436,10 @@ fn run_inner(
         .map_err(setup_err("creating the sparse image"))?;
     let img = image.to_string_lossy().into_owned();
     let mut mkfs_args = vec!["-q", "-f", "-R", "^free-space-tree", &img];
-    let wants_v1 = opts
-        .mount_options
+    let wants_v1 = mount_opts
         .as_deref()
         .unwrap_or(DEFAULT_MOUNT_OPTIONS)
-        .contains("space_cache=v1")
-        || opts.mount_options.is_none();
+        .contains("space_cache=v1");
     if !wants_v1 {
         mkfs_args.drain(2..4);
     }
@@ -440,8 +496,7 @@ fn run_inner(
     let devpath = loopdev.path.to_string_lossy().into_owned();
     rig.loopdev = Some(loopdev);
     let mnt = base.join("mnt");
-    let mut mount_options = opts
-        .mount_options
+    let mut mount_options = mount_opts
         .clone()
         .unwrap_or_else(|| DEFAULT_MOUNT_OPTIONS.to_string());
     let mounted = match Mounted::mount(
@@ -453,7 +508,7 @@ fn run_inner(
         "btrfs",
     ) {
         Ok(m) => m,
-        Err(e) if opts.mount_options.is_none() => {
+        Err(e) if mount_opts.is_none() => {
             notes.push(format!(
                 "mount -o {mount_options} failed ({e}): mounted with the kernel's defaults"
             ));
