@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use bgfuzz_engine::Variant;
+use crate::Variant;
 use serde::Serialize;
 
 use super::report::KernelReport;

@@ -112,9 +112,9 @@ fn setup_err(what: &str) -> impl FnOnce(io::Error) -> KernelError + '_ {
     move |e| KernelError::Setup(format!("{what}: {e}"))
 }
 
-/// Takes `mount WORD...` header lines out of a script (blanked, so the
-/// parser's line numbers stay right), whether or not the script parser
-/// knows them yet, and maps them onto mount options: `space_cache` is the
+/// Reads `mount WORD...` header lines and returns the script with them
+/// blanked (line numbers kept, for a parser that does not know them), and
+/// the kernel mount options they stand for: `space_cache` is the
 /// v1 cache (`space_cache=v1`), `discard` replaces the default
 /// `nodiscard`, anything else is passed as written.
 pub fn take_mount_lines(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
@@ -161,8 +161,11 @@ pub fn take_mount_lines(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
 pub fn load_plan(path: &Path) -> Result<(Scenario, Plan, Option<String>), KernelError> {
     let bytes = std::fs::read(path)
         .map_err(|e| KernelError::Invalid(format!("{}: {e}", path.display())))?;
-    let (bytes, mount) = take_mount_lines(&bytes);
+    let (stripped, mount) = take_mount_lines(&bytes);
+    // The model reads the `mount` lines too where its parser knows them
+    // (they change its steps); a parser that does not gets them blanked.
     let scn = Scenario::parse(&bytes)
+        .or_else(|e| Scenario::parse(&stripped).map_err(|_| e))
         .map_err(|e| KernelError::Invalid(format!("{}:{e}", path.display())))?;
     let plan = Plan::from_scenario(&scn);
     if plan.tasks.is_empty() {
