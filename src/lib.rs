@@ -12,6 +12,7 @@ pub mod campaign;
 pub mod check;
 pub mod coverage;
 pub mod generate;
+pub mod kernel;
 pub mod minimize;
 pub mod oracles;
 pub mod report;
