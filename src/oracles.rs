@@ -73,7 +73,7 @@ fn finding(kind: ViolationKind, message: String) -> Option<Finding> {
 }
 
 /// The oracles' memory across steps.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Oracles {
     /// The first aborted transaction, and the committed state then.
     first_abort: Option<(u64, u64, u64)>,

@@ -9,8 +9,10 @@
 //! of scenarios or oracles: it exposes steps, a read-only view and an event
 //! stream.
 
+mod fingerprint;
 mod types;
 
+pub use fingerprint::FpHasher;
 pub use types::*;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -231,7 +231,7 @@ pub enum BgList {
 }
 
 /// `struct btrfs_block_group_cache`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlockGroup {
     pub id: BgId,
     pub kind: Kind,
@@ -374,7 +374,7 @@ pub struct DelayedRef {
 }
 
 /// `struct btrfs_transaction`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Transaction {
     pub transid: u64,
     pub state: TransState,
@@ -397,7 +397,7 @@ pub struct Transaction {
 }
 
 /// `struct btrfs_trans_handle`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Handle {
     pub transid: u64,
     pub ty: TransType,
@@ -406,7 +406,7 @@ pub struct Handle {
 }
 
 /// `fs_info->space_info` of one kind.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SpaceInfo {
     pub total_bytes: u64,
     pub bytes_used: u64,
@@ -416,7 +416,7 @@ pub struct SpaceInfo {
 }
 
 /// What the last completed commit wrote.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Committed {
     /// Transid whose roots were switched last.
     pub roots_transid: u64,
