@@ -154,8 +154,8 @@ struct ExploreArgs {
     #[arg(long, default_value_t = 4)]
     ops: u64,
     /// Comma-separated operations in script syntax, `free` for any live
-    /// extent. Default: start, join, alloc data <chunk-data>, alloc data 4K,
-    /// run_delayed_refs, end, commit, delete_unused.
+    /// extent. Default: start, alloc data <chunk-data>, alloc data 4K,
+    /// run_delayed_refs, end, commit (add join, delete_unused, free here).
     #[arg(long, value_delimiter = ',')]
     alphabet: Option<Vec<String>>,
     #[arg(long, default_value = "64M")]
@@ -181,6 +181,10 @@ struct ExploreArgs {
     /// Print the verdict as JSON.
     #[arg(long)]
     json: bool,
+    /// For CI: exit 0 if the verdict is this (`none` or a violation kind),
+    /// 1 otherwise (an incomplete run is never as expected).
+    #[arg(long, value_parser = parse_expect)]
+    expect: Option<Expected>,
     /// Where a counterexample's script goes.
     #[arg(long, default_value = "bgfuzz-out")]
     out: PathBuf,
@@ -729,6 +733,25 @@ fn explore_bounds(a: &ExploreArgs) -> Result<(Bounds, Limits), Invalid> {
     Ok((bounds, limits))
 }
 
+/// `--expect`: no violation (`none`) or a kind.
+#[derive(Clone, Copy)]
+struct Expected(Option<bgfuzz::oracles::ViolationKind>);
+
+fn parse_expect(s: &str) -> Result<Expected, String> {
+    use bgfuzz::oracles::ViolationKind;
+    if s == "none" {
+        return Ok(Expected(None));
+    }
+    ViolationKind::parse(s)
+        .map(|k| Expected(Some(k)))
+        .ok_or_else(|| {
+            format!(
+                "unknown verdict `{s}` (known: none, {})",
+                ViolationKind::ALL.map(|k| k.name()).join(", ")
+            )
+        })
+}
+
 /// Bytes with an optional K, M or G suffix.
 fn parse_mem(s: &str) -> Result<u64, String> {
     let (digits, shift) = match s.as_bytes().last() {
@@ -777,12 +800,32 @@ fn explore_cmd(a: ExploreArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json(&x))?);
     } else {
         if let Verdict::Violation(c) = &x.verdict {
-            print!("{}\n", counterexample_text(c, bounds.variant));
+            println!("{}", counterexample_text(c, bounds.variant));
         }
         print!("{}", summary(&x));
         if let Some(p) = &path {
             println!("reproduce: bgfuzz repro {}", p.display());
         }
+    }
+    if let Some(Expected(want)) = a.expect {
+        let got = match &x.verdict {
+            Verdict::Clean => Some(None),
+            Verdict::Violation(c) => Some(Some(c.kind)),
+            Verdict::Incomplete { .. } => None,
+        };
+        let ok = got == Some(want);
+        if !a.json {
+            println!(
+                "{}: expected {}",
+                if ok { "as expected" } else { "UNEXPECTED" },
+                want.map_or("none", |k| k.name())
+            );
+        }
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     Ok(match x.verdict {
         Verdict::Clean => ExitCode::SUCCESS,

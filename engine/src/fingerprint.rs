@@ -21,14 +21,17 @@ use std::hash::{Hash, Hasher};
 use crate::types::*;
 use crate::{CommitPc, DelPc, Engine, Pc, TaskState};
 
-/// A fast streaming hasher with two 64-bit lanes mixed by 64x64->128-bit
-/// multiplies (the "folded multiply" of wyhash/foldhash), finished with
-/// murmur3's fmix64. Not cryptographic; `bgfuzz explore` treats its outputs
-/// as uniform when it estimates the collision probability, as TLC does.
+/// A fast streaming hasher: words are taken in pairs, each pair mixed into
+/// two 64-bit lanes by 64x64->128-bit "folded multiplies" (as in
+/// wyhash/foldhash), finished with murmur3's fmix64. Not cryptographic;
+/// `bgfuzz explore` treats its outputs as uniform when it estimates the
+/// collision probability, as TLC does.
 #[derive(Clone, Debug)]
 pub struct FpHasher {
     a: u64,
     b: u64,
+    /// A word waiting for its pair.
+    pending: Option<u64>,
     len: u64,
 }
 
@@ -57,6 +60,7 @@ impl Default for FpHasher {
         FpHasher {
             a: K0,
             b: K2,
+            pending: None,
             len: 0,
         }
     }
@@ -65,15 +69,31 @@ impl Default for FpHasher {
 impl FpHasher {
     #[inline(always)]
     fn word(&mut self, x: u64) {
-        self.a = fold_mul(self.a ^ x, K1);
-        self.b = fold_mul(self.b ^ x.rotate_left(29) ^ K3, K3 ^ K1.rotate_left(17)) ^ self.a;
         self.len += 1;
+        match self.pending.take() {
+            None => self.pending = Some(x),
+            Some(w) => self.pair(w, x),
+        }
+    }
+
+    #[inline(always)]
+    fn pair(&mut self, w0: u64, w1: u64) {
+        // Each lane takes both words, in different roles, so a difference
+        // in either word reaches both lanes through a multiply.
+        let a = fold_mul(self.a ^ w0, (w1 ^ K1) | 1);
+        let b = fold_mul(self.b ^ w1.rotate_left(32), (w0 ^ K3) | 1);
+        self.a = a.rotate_left(23) ^ self.b;
+        self.b = b.rotate_left(41) ^ a;
     }
 
     /// The 128-bit result.
     pub fn finish128(&self) -> u128 {
-        let a = fmix64(self.a ^ self.len.wrapping_mul(K0));
-        let b = fmix64(self.b ^ self.len.wrapping_mul(K2) ^ a);
+        let mut h = self.clone();
+        if let Some(w) = h.pending.take() {
+            h.pair(w, K2);
+        }
+        let a = fmix64(h.a ^ h.len.wrapping_mul(K0));
+        let b = fmix64(h.b ^ h.len.wrapping_mul(K2) ^ a);
         ((a as u128) << 64) | b as u128
     }
 }
@@ -270,27 +290,25 @@ impl Engine {
     /// fingerprint.
     pub fn fingerprint<X: Hash>(&self, task_salt: &[u64], extra: &X, symmetric: bool) -> u128 {
         let n = task_salt.len().min(MAX_TASKS);
-        // order[i]: the task that takes canonical name i.
-        let mut order: [TaskId; MAX_TASKS] = std::array::from_fn(|t| t);
-        if symmetric && n > 1 {
-            let mut keys = [(0u128, 0usize); MAX_TASKS];
-            for (t, key) in keys.iter_mut().enumerate().take(n) {
-                *key = (self.task_key(t, task_salt[t]), t);
-            }
+        // (key, task) in canonical order: sorted by key when symmetric.
+        let mut keys = [(0u128, 0usize); MAX_TASKS];
+        for (t, key) in keys.iter_mut().enumerate() {
+            *key = (self.task_key(t, task_salt.get(t).copied().unwrap_or(0)), t);
+        }
+        if symmetric {
             keys[..n].sort_unstable();
-            for i in 0..n {
-                order[i] = keys[i].1;
-            }
         }
         let mut rename = [0; MAX_TASKS];
-        for (i, &t) in order.iter().enumerate() {
+        for (i, &(_, t)) in keys.iter().enumerate() {
             rename[t] = i;
         }
         let mut h = FpHasher::default();
         self.hash_shared(&rename, &mut h);
-        for &t in &order {
-            hash_task(&self.tasks[t], &mut h);
-            h.write_u64(task_salt.get(t).copied().unwrap_or(0));
+        // A task's key stands for its state: it hashes everything of the
+        // task but its name.
+        for (key, _) in keys {
+            h.write_u64(key as u64);
+            h.write_u64((key >> 64) as u64);
         }
         extra.hash(&mut h);
         h.finish128()
