@@ -270,6 +270,19 @@ pub fn rss() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// CPU time this thread has used, in seconds (utime + stime of
+/// /proc/thread-self/stat, in USER_HZ = 100 ticks): on a shared machine
+/// the rate per CPU second says more about the code than wall time.
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Counts so far; what the progress bar shows.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Stats {
