@@ -154,8 +154,8 @@ struct ExploreArgs {
     #[arg(long, default_value_t = 4)]
     ops: u64,
     /// Comma-separated operations in script syntax, `free` for any live
-    /// extent. Default: start, alloc data <chunk-data>, alloc data 4K,
-    /// run_delayed_refs, end, commit (add join, delete_unused, free here).
+    /// extent. Default: start, alloc data <chunk-data>, alloc data 4K, end,
+    /// commit (add run_delayed_refs, join, delete_unused, free here).
     #[arg(long, value_delimiter = ',')]
     alphabet: Option<Vec<String>>,
     #[arg(long, default_value = "64M")]

@@ -21,24 +21,30 @@ use std::hash::{Hash, Hasher};
 use crate::types::*;
 use crate::{CommitPc, DelPc, Engine, Pc, TaskState};
 
-/// A fast streaming hasher: words are taken in pairs, each pair mixed into
-/// two 64-bit lanes by 64x64->128-bit "folded multiplies" (as in
-/// wyhash/foldhash), finished with murmur3's fmix64. Not cryptographic;
-/// `bgfuzz explore` treats its outputs as uniform when it estimates the
-/// collision probability, as TLC does.
+/// A fast streaming hasher: words are buffered eight at a time and mixed in
+/// pairs into four independent 64-bit lanes by 64x64->128-bit "folded
+/// multiplies" (as in wyhash/foldhash), so the multiplies of a block run in
+/// parallel; the lanes are folded into 128 bits and finished with murmur3's
+/// fmix64. Not cryptographic; `bgfuzz explore` treats its outputs as
+/// uniform when it estimates the collision probability, as TLC does.
 #[derive(Clone, Debug)]
 pub struct FpHasher {
-    a: u64,
-    b: u64,
-    /// A word waiting for its pair.
-    pending: Option<u64>,
+    lanes: [u64; 4],
+    buf: [u64; 8],
+    /// Words written so far.
     len: u64,
 }
 
-const K0: u64 = 0x243f_6a88_85a3_08d3;
-const K1: u64 = 0x1319_8a2e_0370_7344;
-const K2: u64 = 0xa409_3822_299f_31d0;
-const K3: u64 = 0x082e_fa98_ec4e_6c89;
+const K: [u64; 8] = [
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d0,
+    0x082e_fa98_ec4e_6c89,
+    0x4528_21e6_38d0_1377,
+    0xbe54_66cf_34e9_0c6c,
+    0xc0ac_29b7_c97c_50dd,
+    0x3f84_d5b5_b547_0917,
+];
 
 #[inline(always)]
 fn fold_mul(x: u64, k: u64) -> u64 {
@@ -58,9 +64,8 @@ fn fmix64(mut k: u64) -> u64 {
 impl Default for FpHasher {
     fn default() -> Self {
         FpHasher {
-            a: K0,
-            b: K2,
-            pending: None,
+            lanes: [K[0], K[2], K[4], K[6]],
+            buf: [0; 8],
             len: 0,
         }
     }
@@ -69,39 +74,49 @@ impl Default for FpHasher {
 impl FpHasher {
     #[inline(always)]
     fn word(&mut self, x: u64) {
+        let i = (self.len & 7) as usize;
+        self.buf[i] = x;
         self.len += 1;
-        match self.pending.take() {
-            None => self.pending = Some(x),
-            Some(w) => self.pair(w, x),
+        if i == 7 {
+            self.block();
         }
     }
 
     #[inline(always)]
-    fn pair(&mut self, w0: u64, w1: u64) {
-        // Each lane takes both words, in different roles, so a difference
-        // in either word reaches both lanes through a multiply.
-        let a = fold_mul(self.a ^ w0, (w1 ^ K1) | 1);
-        let b = fold_mul(self.b ^ w1.rotate_left(32), (w0 ^ K3) | 1);
-        self.a = a.rotate_left(23) ^ self.b;
-        self.b = b.rotate_left(41) ^ a;
+    fn block(&mut self) {
+        let b = &self.buf;
+        for l in 0..4 {
+            // One word of the pair into the state, the other into the
+            // multiplier (never zero): a change in either reaches the lane
+            // through the multiply. The lane's old value is kept in a
+            // rotation so a zero product cannot erase it.
+            let m = fold_mul(self.lanes[l] ^ b[2 * l], (b[2 * l + 1] ^ K[2 * l + 1]) | 1);
+            self.lanes[l] = m ^ self.lanes[l].rotate_left(29) ^ b[2 * l + 1];
+        }
     }
 
     /// The 128-bit result.
     pub fn finish128(&self) -> u128 {
         let mut h = self.clone();
-        if let Some(w) = h.pending.take() {
-            h.pair(w, K2);
+        let used = (h.len & 7) as usize;
+        if used != 0 {
+            h.buf[used..].fill(0);
+            h.block();
         }
-        let a = fmix64(h.a ^ h.len.wrapping_mul(K0));
-        let b = fmix64(h.b ^ h.len.wrapping_mul(K2) ^ a);
+        let [l0, l1, l2, l3] = h.lanes;
+        let a = fmix64(fold_mul(l0 ^ K[1], l1 ^ K[3]) ^ h.len.wrapping_mul(K[5]));
+        let b = fmix64(fold_mul(l2 ^ K[5], l3 ^ K[7]) ^ a);
+        let a = a ^ fmix64(l1 ^ l2.rotate_left(32));
         ((a as u128) << 64) | b as u128
     }
 }
 
 impl Hasher for FpHasher {
+    #[inline(always)]
     fn finish(&self) -> u64 {
         self.finish128() as u64
     }
+    #[inline(always)]
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
@@ -114,24 +129,31 @@ impl Hasher for FpHasher {
             self.word(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 56));
         }
     }
+    #[inline(always)]
     fn write_u8(&mut self, i: u8) {
         self.word(u64::from(i));
     }
+    #[inline(always)]
     fn write_u16(&mut self, i: u16) {
         self.word(u64::from(i));
     }
+    #[inline(always)]
     fn write_u32(&mut self, i: u32) {
         self.word(u64::from(i));
     }
+    #[inline(always)]
     fn write_u64(&mut self, i: u64) {
         self.word(i);
     }
+    #[inline(always)]
     fn write_usize(&mut self, i: usize) {
         self.word(i as u64);
     }
+    #[inline(always)]
     fn write_i64(&mut self, i: i64) {
         self.word(i as u64);
     }
+    #[inline(always)]
     fn write_isize(&mut self, i: isize) {
         self.word(i as u64);
     }
@@ -217,6 +239,45 @@ fn hash_task(ts: &TaskState, h: &mut FpHasher) {
     blocked.hash(h);
 }
 
+/// A map of u64 to u64 (free space, device extents), as its length and
+/// pairs.
+fn hash_free_map(m: &std::collections::BTreeMap<u64, u64>, h: &mut FpHasher) {
+    h.write_usize(m.len());
+    for (&k, &v) in m {
+        h.write_u64(k);
+        h.write_u64(v);
+    }
+}
+
+/// The extent tree: keys and items packed to four words an entry.
+fn hash_tree(m: &std::collections::BTreeMap<Key, Item>, h: &mut FpHasher) {
+    h.write_usize(m.len());
+    for (k, v) in m {
+        let Key {
+            objectid,
+            ty,
+            offset,
+        } = *k;
+        h.write_u64(objectid);
+        h.write_u64(offset);
+        match *v {
+            Item::BlockGroup {
+                used,
+                chunk_objectid,
+                flags,
+            } => {
+                h.write_u64(u64::from(ty) | 1 << 8 | flags << 16);
+                h.write_u64(used);
+                h.write_u64(chunk_objectid);
+            }
+            Item::Extent { refs } => {
+                h.write_u64(u64::from(ty) | 2 << 8);
+                h.write_u64(refs);
+            }
+        }
+    }
+}
+
 fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
     let BlockGroup {
         id,
@@ -236,20 +297,45 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         dev_offset,
         free_space,
     } = bg;
-    (
-        id, kind, start, len, used, reserved, ro, removed, refs, freed,
-    )
-        .hash(h);
-    dirty_list.hash(h);
-    match bg_list {
-        BgList::None => h.write_u8(0),
-        BgList::NewBgs(t) => {
-            h.write_u8(1);
-            h.write_usize(renamed(rename, *t));
-        }
-        BgList::UnusedBgs => h.write_u8(2),
+    // Small fields packed into one word: the same information, fewer
+    // words to mix.
+    let dirty = match dirty_list {
+        DirtyList::None => 0,
+        DirtyList::DirtyBgs(t) => (1 << 62) | t,
+        DirtyList::Writeout(t) => (2 << 62) | t,
+    };
+    let list = match bg_list {
+        BgList::None => 0u64,
+        BgList::NewBgs(t) => 1 | ((renamed(rename, *t) as u64) << 2),
+        BgList::UnusedBgs => 2,
+    };
+    let flags = u64::from(*ro)
+        | u64::from(*removed) << 1
+        | u64::from(*freed) << 2
+        | u64::from(*on_io_list) << 3
+        | (kind.index() as u64) << 4
+        | list << 8
+        | u64::from(id.0) << 32;
+    for w in [flags, *start, *len, *used, *reserved, *refs as u64] {
+        h.write_u64(w);
     }
-    (on_io_list, created_transid, dev_offset, free_space).hash(h);
+    for w in [dirty, *created_transid, *dev_offset] {
+        h.write_u64(w);
+    }
+    hash_free_map(free_space, h);
+}
+
+/// The committer while it can matter: `release_handle` reads it only for
+/// the transaction of a handle being released, and a completed transaction
+/// has no handles left (its commit waited for `num_writers == 1`). After
+/// that it is history (which task committed), and keeping it would split
+/// states that behave the same.
+fn live_committer(tr: &Transaction) -> Option<TaskId> {
+    if tr.state == TransState::Completed {
+        None
+    } else {
+        tr.committer
+    }
 }
 
 fn hash_transaction(tr: &Transaction, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
@@ -263,7 +349,7 @@ fn hash_transaction(tr: &Transaction, rename: &[TaskId; MAX_TASKS], h: &mut FpHa
         dirty_bg_run,
         delayed_refs,
         aborted,
-        committer,
+        committer: _,
         in_critical,
         writeout,
     } = tr;
@@ -277,7 +363,7 @@ fn hash_transaction(tr: &Transaction, rename: &[TaskId; MAX_TASKS], h: &mut FpHa
     )
         .hash(h);
     (dirty_bg_run, delayed_refs, aborted, in_critical, writeout).hash(h);
-    committer.map(|t| renamed(rename, t)).hash(h);
+    live_committer(tr).map(|t| renamed(rename, t)).hash(h);
 }
 
 impl Engine {
@@ -291,10 +377,7 @@ impl Engine {
     pub fn fingerprint<X: Hash>(&self, task_salt: &[u64], extra: &X, symmetric: bool) -> u128 {
         let n = task_salt.len().min(MAX_TASKS);
         // (key, task) in canonical order: sorted by key when symmetric.
-        let mut keys = [(0u128, 0usize); MAX_TASKS];
-        for (t, key) in keys.iter_mut().enumerate() {
-            *key = (self.task_key(t, task_salt.get(t).copied().unwrap_or(0)), t);
-        }
+        let mut keys = self.task_keys(n, task_salt);
         if symmetric {
             keys[..n].sort_unstable();
         }
@@ -306,33 +389,49 @@ impl Engine {
         self.hash_shared(&rename, &mut h);
         // A task's key stands for its state: it hashes everything of the
         // task but its name.
-        for (key, _) in keys {
-            h.write_u64(key as u64);
-            h.write_u64((key >> 64) as u64);
+        for (key, _) in &keys[..n] {
+            h.write_u64(*key as u64);
+            h.write_u64((*key >> 64) as u64);
+        }
+        for ts in &self.tasks[n..] {
+            // Outside the renaming, and other structures name them by their
+            // own ids. Usually never stepped: one word for that.
+            if ts.pc.is_none() && ts.handle.is_none() && ts.blocked.is_none() {
+                h.write_u8(0);
+            } else {
+                h.write_u8(1);
+                hash_task(ts, &mut h);
+            }
         }
         extra.hash(&mut h);
         h.finish128()
     }
 
-    /// Everything that concerns task `t` alone, with the places other
-    /// structures name it, but not its name: equal keys mean the tasks are
-    /// interchangeable.
-    fn task_key(&self, t: TaskId, salt: u64) -> u128 {
-        let mut h = FpHasher::default();
-        hash_task(&self.tasks[t], &mut h);
-        h.write_u64(salt);
+    /// For each task, a hash of everything that concerns it alone, with the
+    /// places other structures name it, but not its name: equal keys mean
+    /// the tasks are interchangeable.
+    fn task_keys(&self, n: usize, task_salt: &[u64]) -> [(u128, TaskId); MAX_TASKS] {
+        let mut hs: [FpHasher; MAX_TASKS] = Default::default();
+        for (t, h) in hs.iter_mut().enumerate().take(n) {
+            hash_task(&self.tasks[t], h);
+            h.write_u64(task_salt[t]);
+        }
         for bg in &self.bgs {
-            if bg.bg_list == BgList::NewBgs(t) {
-                h.write_u32(bg.id.0);
+            if let BgList::NewBgs(t) = bg.bg_list {
+                hs[t].write_u32(bg.id.0);
             }
         }
-        h.write_u8(0xff);
+        for h in &mut hs[..n] {
+            h.write_u8(0xff);
+        }
         for tr in &self.transactions {
-            if tr.committer == Some(t) {
-                h.write_u64(tr.transid);
+            if let Some(t) = live_committer(tr) {
+                hs[t].write_u64(tr.transid);
             }
         }
-        h.finish128()
+        // Tasks not in play keep their names: their keys are only hashed,
+        // never sorted, and stay distinct by position.
+        std::array::from_fn(|t| (if t < n { hs[t].finish128() } else { 0 }, t))
     }
 
     /// Everything but the tasks' own state, task ids renamed.
@@ -365,13 +464,26 @@ impl Engine {
         for bg in bgs {
             hash_bg(bg, rename, h);
         }
-        (cache_tree, space_info, extent_tree, chunk_tree, dev_extents).hash(h);
+        (cache_tree, space_info).hash(h);
+        hash_tree(extent_tree, h);
+        chunk_tree.hash(h);
+        hash_free_map(dev_extents, h);
         extents.hash(h);
         h.write_usize(transactions.len());
         for tr in transactions {
             hash_transaction(tr, rename, h);
         }
-        (running, unused_bgs, fs_error, committed).hash(h);
+        (running, unused_bgs, fs_error).hash(h);
+        let Committed {
+            roots_transid,
+            generation,
+            extent_tree,
+            chunk_tree,
+        } = committed;
+        h.write_u64(*roots_transid);
+        h.write_u64(*generation);
+        hash_tree(extent_tree, h);
+        chunk_tree.hash(h);
     }
 
     /// The state with tasks `a` and `b` swapped, every reference to them
