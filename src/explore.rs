@@ -14,7 +14,10 @@
 //!   extent", one choice per extent;
 //! - begin `end`, if it is idle, holds a handle and has no budget left
 //!   (free): as `repro`'s drain does, a task never stays holding a handle
-//!   because its budget ran out.
+//!   because its budget ran out;
+//! - begin `endio`, if it is idle, holds no handle and a free-space cache
+//!   IO (`mount space_cache`) awaits a worker (free, whatever the alphabet:
+//!   the worker is a kernel thread, not a program's choice).
 //!
 //! The choice of operation is made lazily, when a task is idle, so states
 //! reached by different programs are deduplicated. Levels are explored in
@@ -23,8 +26,8 @@
 //!
 //! The oracles run after every transition, as the runner runs them after
 //! every step; the end-of-run checks run at every quiescent state (no
-//! operation in progress, no handle), where `repro`'s drain has nothing to
-//! do. The state space is finite: budgets only decrease, and `continue`
+//! operation in progress, no handle, no cache IO awaiting a worker), where
+//! `repro`'s drain has nothing to do. The state space is finite: budgets only decrease, and `continue`
 //! steps of one operation are bounded by the engine.
 
 use std::collections::HashSet;
@@ -33,14 +36,15 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use bgfuzz_engine::{
-    fmt_size, Config, Engine, ExtentId, ExtentState, Kind, Op, Status, TaskId, Variant, MAX_TASKS,
-    SZ_1M, SZ_4K,
+    fmt_size, Config, Engine, ExtentId, ExtentState, Kind, MountOpts, Op, Status, TaskId,
+    MAX_TASKS, SZ_1M, SZ_4K,
 };
 use serde::Serialize;
 
 use crate::oracles::{Finding, Oracles, ViolationKind};
 use crate::run::{run, Mode, Run};
 use crate::scenario::{Action, Expect, Scenario, Step};
+use crate::variant::Variant;
 
 /// One letter of the alphabet: an operation, or `free` of any live extent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +110,7 @@ impl Bounds {
         let config = Config {
             device_size: DEFAULT_DEVICE,
             chunk_size: DEFAULT_CHUNK,
+            mount: MountOpts::default(),
         };
         Bounds {
             variant,
@@ -117,11 +122,36 @@ impl Bounds {
         }
     }
 
+    /// Bounds that can reach the bug of a `bug-*` variant without an
+    /// injected fault, where one is known: the defaults, or for a bug in
+    /// the free-space cache path (e44081ef6118) `mount space_cache` with a
+    /// data chunk large enough to get a cache (100M) and an alloc that fills
+    /// the metadata bg, so the endio worker creates one.
+    pub fn for_variant(variant: Variant) -> Bounds {
+        let mut b = Bounds::new(variant, 2, 4);
+        if variant.bug_patch() == Some(bgfuzz_engine::E44081EF6118) {
+            b.config.mount.space_cache = true;
+            b.config.chunk_size[Kind::Data.index()] = 128 * SZ_1M;
+            b.config.device_size = 256 * SZ_1M;
+            b.alphabet = [
+                "start",
+                "alloc data 4K",
+                "alloc metadata 16M",
+                "end",
+                "commit",
+            ]
+            .iter()
+            .map(|i| parse_letter(i).expect("a valid letter"))
+            .collect();
+        }
+        b
+    }
+
     /// One line: what was explored.
     pub fn describe(&self) -> String {
         let alphabet: Vec<String> = self.alphabet.iter().map(|l| l.to_string()).collect();
         format!(
-            "variant {}, {} tasks x {} ops, alphabet {{{}}}, device {}, chunk data {} metadata {} system {}, symmetry {}",
+            "variant {}, {} tasks x {} ops, alphabet {{{}}}, device {}, chunk data {} metadata {} system {}, mount {}, symmetry {}",
             self.variant,
             self.tasks,
             self.ops,
@@ -130,6 +160,10 @@ impl Bounds {
             fmt_size(self.config.chunk(Kind::Data)),
             fmt_size(self.config.chunk(Kind::Metadata)),
             fmt_size(self.config.chunk(Kind::System)),
+            match self.config.mount.names() {
+                n if n.is_empty() => "-".to_string(),
+                n => n.join(","),
+            },
             if self.symmetry { "on" } else { "off" }
         )
     }
@@ -197,7 +231,8 @@ pub fn validate(b: &Bounds) -> Result<(), BoundsError> {
     if b.alphabet.is_empty() {
         return Err(BoundsError::EmptyAlphabet);
     }
-    Engine::new(b.config, b.variant, false).map_err(|e| BoundsError::Config(e.to_string()))?;
+    Engine::new(b.config, b.variant.patches(), false)
+        .map_err(|e| BoundsError::Config(e.to_string()))?;
     Ok(())
 }
 
@@ -327,6 +362,7 @@ pub struct Exploration {
 /// `FORCED_END`, or `FREE | n` for `free en`.
 type Code = u16;
 const FORCED_END: Code = 0x7fff;
+const FORCED_ENDIO: Code = 0x7ffe;
 const FREE: Code = 0x8000;
 
 #[derive(Clone, Copy)]
@@ -394,7 +430,7 @@ pub fn explore<P: FnMut(&Stats)>(
 ) -> Result<Exploration, BoundsError> {
     validate(bounds)?;
     validate_limits(&limits)?;
-    let engine = Engine::new(bounds.config, bounds.variant, false)
+    let engine = Engine::new(bounds.config, bounds.variant.patches(), false)
         .map_err(|e| BoundsError::Config(e.to_string()))?;
     let mut left = [0u8; MAX_TASKS];
     left[..bounds.tasks].fill(bounds.ops);
@@ -481,6 +517,11 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                 Status::Blocked(_) => {}
                 Status::Idle => {
                     let has_handle = e.handle(t).is_some();
+                    if !has_handle && e.io_to_complete() {
+                        // A free-space endio worker is a kernel thread, not
+                        // a program's choice: free, as `continue` is.
+                        out.push((t, FORCED_ENDIO));
+                    }
                     if node.left[t] == 0 {
                         if has_handle {
                             out.push((t, FORCED_END));
@@ -491,10 +532,14 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                         let needs_handle = match letter {
                             Letter::FreeAny => true,
                             Letter::Op(op) => {
-                                !matches!(op, Op::Start | Op::Join | Op::DeleteUnused)
+                                !matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio)
                             }
                         };
                         if needs_handle != has_handle {
+                            continue;
+                        }
+                        // Tried above whenever it can do something.
+                        if *letter == Letter::Op(Op::Endio) {
                             continue;
                         }
                         match letter {
@@ -521,6 +566,7 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
         match code {
             0 => Action::Continue,
             FORCED_END => Action::Begin(Op::End),
+            FORCED_ENDIO => Action::Begin(Op::Endio),
             c if c & FREE != 0 => Action::Begin(Op::Free {
                 extent: ExtentId(u32::from(c & !FREE)),
             }),
@@ -552,7 +598,7 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
             let action = self.action(code);
             let out = match action {
                 Action::Begin(op) => {
-                    if code != FORCED_END {
+                    if code != FORCED_END && code != FORCED_ENDIO {
                         child.left[t] -= 1;
                     }
                     child.engine.begin(t, op)
@@ -584,9 +630,12 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
             self.trace.push(entry);
             child.trace = self.trace.len() as u32 - 1;
             self.stats.states += 1;
-            let quiescent = (0..self.bounds.tasks).all(|u| {
-                child.engine.status(u) == Status::Idle && child.engine.handle(u).is_none()
-            });
+            // Nothing left for `repro`'s drain: its verdict is the
+            // end-of-run checks' on this very state.
+            let quiescent = !child.engine.io_to_complete()
+                && (0..self.bounds.tasks).all(|u| {
+                    child.engine.status(u) == Status::Idle && child.engine.handle(u).is_none()
+                });
             if quiescent {
                 if let Some(f) = child.oracles.at_end(&child.engine) {
                     self.found = Some((child.trace, f));
@@ -653,6 +702,7 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                 Some(c.chunk_size[1]),
                 Some(c.chunk_size[2]),
             ],
+            mount: c.mount,
             fails: Vec::new(),
             expects: Vec::new(),
             steps,
@@ -737,7 +787,7 @@ pub fn counterexample_text(c: &Counterexample, variant: Variant) -> String {
     let _ = writeln!(
         out,
         "\nattribution: {variant} is {}; the same script {}",
-        variant.commit(),
+        variant.description(),
         if passes.is_empty() {
             "violates under every variant".to_string()
         } else {

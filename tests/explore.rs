@@ -4,11 +4,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use bgfuzz::engine::{BgList, Engine, Kind, Op, Variant, SZ_1M};
+use bgfuzz::engine::{BgList, Engine, Kind, Op, SZ_1M};
 use bgfuzz::explore::{explore, parse_letter, Bounds, Exploration, Letter, Limits, Verdict};
 use bgfuzz::oracles::{Oracles, ViolationKind};
 use bgfuzz::run::{run, Mode};
 use bgfuzz::scenario::{Action, Scenario};
+use bgfuzz::variant::Variant;
 use serde_json::Value;
 
 fn go(b: &Bounds) -> Exploration {
@@ -25,7 +26,7 @@ fn bgfuzz(args: &[&str], dir: &Path) -> Output {
 
 #[test]
 fn bug_variant_shortest_counterexample_replays() {
-    let x = go(&Bounds::new(Variant::BugFf1f8250, 2, 4));
+    let x = go(&Bounds::new(Variant::BUG_FF1F8250, 2, 4));
     let Verdict::Violation(c) = &x.verdict else {
         panic!("no violation: {:?}", x.stats)
     };
@@ -36,12 +37,12 @@ fn bug_variant_shortest_counterexample_replays() {
     // The printed script is what `repro` reads; replay it from its text.
     let text = c.scenario.print();
     let parsed = Scenario::parse(text.as_bytes()).expect("explore prints a valid script");
-    let r = run(&parsed, Variant::BugFf1f8250, Mode::Strict).expect("strict replay");
+    let r = run(&parsed, Variant::BUG_FF1F8250, Mode::Strict).expect("strict replay");
     let v = r.violation.expect("the replay violates");
     assert_eq!(v.finding.kind, ViolationKind::AbortEnoentOutsideCritical);
     assert_eq!(v.step + 1, steps, "the violation fires at the last step");
     // Attribution: the fix makes the same script pass.
-    let f = run(&parsed, Variant::Fixed, Mode::Strict).expect("strict replay");
+    let f = run(&parsed, Variant::FIXED, Mode::Strict).expect("strict replay");
     assert!(f.violation.is_none(), "{:?}", f.violation);
     assert!(text.contains("expect fixed: pass"));
     assert!(text.contains("expect bug-ff1f8250: abort-enoent-outside-critical"));
@@ -49,7 +50,7 @@ fn bug_variant_shortest_counterexample_replays() {
 
 #[test]
 fn fixed_is_clean_exhaustively_and_deterministic() {
-    let b = Bounds::new(Variant::Fixed, 2, 3);
+    let b = Bounds::new(Variant::FIXED, 2, 3);
     let x = go(&b);
     assert!(matches!(x.verdict, Verdict::Clean), "{:?}", x.verdict);
     assert!(x.stats.states > 100, "{:?}", x.stats);
@@ -63,7 +64,7 @@ fn fixed_is_clean_exhaustively_and_deterministic() {
 
 #[test]
 fn same_bounds_same_script() {
-    let b = Bounds::new(Variant::BugFf1f8250, 2, 4);
+    let b = Bounds::new(Variant::BUG_FF1F8250, 2, 4);
     let (x, y) = (go(&b), go(&b));
     let (Verdict::Violation(c), Verdict::Violation(d)) = (&x.verdict, &y.verdict) else {
         panic!("no violation")
@@ -75,7 +76,7 @@ fn same_bounds_same_script() {
 
 #[test]
 fn symmetry_reduces_states_with_the_same_verdict() {
-    let mut b = Bounds::new(Variant::Fixed, 3, 2);
+    let mut b = Bounds::new(Variant::FIXED, 3, 2);
     let with = go(&b);
     b.symmetry = false;
     let without = go(&b);
@@ -89,7 +90,7 @@ fn symmetry_reduces_states_with_the_same_verdict() {
         with.stats.states,
         without.stats.states
     );
-    let mut b = Bounds::new(Variant::BugFf1f8250, 2, 4);
+    let mut b = Bounds::new(Variant::BUG_FF1F8250, 2, 4);
     b.symmetry = false;
     let Verdict::Violation(c) = go(&b).verdict else {
         panic!("no violation without symmetry")
@@ -100,7 +101,7 @@ fn symmetry_reduces_states_with_the_same_verdict() {
 /// The engine right after a script's steps (no drain, unlike `run`).
 fn engine_after(script: &str) -> Engine {
     let scn = Scenario::parse(script.as_bytes()).unwrap();
-    let mut e = Engine::new(scn.config(), Variant::Fixed, false).unwrap();
+    let mut e = Engine::new(scn.config(), Variant::FIXED.patches(), false).unwrap();
     for st in &scn.steps {
         match st.action {
             Action::Begin(op) => e.begin(st.task, op),
@@ -186,7 +187,7 @@ fn fingerprint_sees_behaviour_not_the_event_log() {
           A: continue\nB: start\nB: commit\nB: continue\nB: continue\n",
     )
     .unwrap();
-    let r = run(&scn, Variant::BugFf1f8250, Mode::Strict).unwrap();
+    let r = run(&scn, Variant::BUG_FF1F8250, Mode::Strict).unwrap();
     assert!(r.violation.is_some());
     let events: Vec<_> = r.steps.iter().flat_map(|s| s.events.clone()).collect();
     let mut seen = Oracles::new();
@@ -204,7 +205,7 @@ fn budget_gives_an_honest_incomplete_verdict() {
         max_states: Some(50),
         ..Limits::default()
     };
-    let x = explore(&Bounds::new(Variant::Fixed, 2, 4), limits, |_| {}).unwrap();
+    let x = explore(&Bounds::new(Variant::FIXED, 2, 4), limits, |_| {}).unwrap();
     assert!(matches!(x.verdict, Verdict::Incomplete { .. }));
     assert_eq!(x.stats.states, 50);
     let s = bgfuzz::explore::summary(&x);
@@ -231,7 +232,7 @@ fn alphabet_items_parse_in_script_syntax() {
 fn free_and_delete_unused_in_the_alphabet() {
     // Dropping an extent's ref puts its bg on unused_bgs; delete_unused
     // removes it. Nothing may violate under fixed.
-    let mut b = Bounds::new(Variant::Fixed, 1, 5);
+    let mut b = Bounds::new(Variant::FIXED, 1, 5);
     b.alphabet = [
         "start",
         "alloc data 4K",
@@ -343,4 +344,35 @@ fn cli_bad_bounds_exit_2_before_running() {
         );
         assert!(!dir.path().join("bgfuzz-out").exists());
     }
+}
+
+#[test]
+fn bug_variants_without_faults_have_shortest_counterexamples() {
+    for v in Variant::BUGS {
+        let b = Bounds::for_variant(v);
+        let x = go(&b);
+        match (&x.verdict, v.name()) {
+            (Verdict::Violation(c), _) => {
+                assert_eq!(Some(c.kind.name()), v.expected_violation(), "{v}");
+                let parsed = Scenario::parse(c.scenario.print().as_bytes()).unwrap();
+                let r = run(&parsed, v, Mode::Strict).unwrap();
+                assert_eq!(r.violation.map(|x| x.finding.kind), Some(c.kind), "{v}");
+                let f = run(&parsed, Variant::FIXED, Mode::Strict).unwrap();
+                assert!(f.violation.is_none(), "{v}: fixed violates too");
+            }
+            // Their bugs are on error paths: reachable only with an
+            // injected fault, which explore does not inject.
+            (Verdict::Clean, "bug-c79a1751" | "bug-acaeedb1") => {}
+            (other, _) => panic!("{v}: {other:?}"),
+        }
+    }
+    // The race of e44081ef6118 needs the free-space cache path.
+    let x = go(&Bounds::for_variant(
+        Variant::parse("bug-e44081ef").expect("the variant exists"),
+    ));
+    let Verdict::Violation(c) = &x.verdict else {
+        panic!("bug-e44081ef not found")
+    };
+    assert!(c.scenario.print().contains("mount space_cache"));
+    assert!(c.scenario.steps.len() <= 12, "{}", c.scenario.print());
 }

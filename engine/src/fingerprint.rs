@@ -199,6 +199,11 @@ fn hash_pc(pc: &Option<Pc>, h: &mut FpHasher) {
             h.write_u8(6);
             transid.hash(h);
         }
+        Pc::Endio(e) => {
+            // Names a bg and an extent, never a task.
+            h.write_u8(8);
+            e.hash(h);
+        }
         Pc::DeleteUnused(DelPc {
             current,
             failed,
@@ -224,6 +229,10 @@ fn hash_commit_pc(c: CommitPc, h: &mut FpHasher) {
         CommitPc::WaitExt => h.write_u8(5),
         CommitPc::Doing => h.write_u8(6),
         CommitPc::Super => h.write_u8(7),
+        CommitPc::Critical { retry } => {
+            h.write_u8(8);
+            retry.hash(h);
+        }
     }
 }
 
@@ -429,6 +438,14 @@ impl Engine {
                 hs[t].write_u64(tr.transid);
             }
         }
+        for h in &mut hs[..n] {
+            h.write_u8(0xfe);
+        }
+        for (i, io) in self.cache_io.iter().enumerate() {
+            if let Some(t) = io.worker {
+                hs[t].write_usize(i);
+            }
+        }
         // Tasks not in play keep their names: their keys are only hashed,
         // never sorted, and stay distinct by position.
         std::array::from_fn(|t| (if t < n { hs[t].finish128() } else { 0 }, t))
@@ -438,7 +455,7 @@ impl Engine {
     fn hash_shared(&self, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         let Engine {
             config,
-            variant,
+            patches,
             failpoints_armed,
             bgs,
             cache_tree,
@@ -450,6 +467,7 @@ impl Engine {
             transactions,
             running,
             unused_bgs,
+            cache_io,
             fs_error,
             committed,
             // Hashed by the caller, in canonical order.
@@ -459,7 +477,7 @@ impl Engine {
             // it.
             events: _,
         } = self;
-        (config, variant, failpoints_armed).hash(h);
+        (config, patches, failpoints_armed).hash(h);
         h.write_usize(bgs.len());
         for bg in bgs {
             hash_bg(bg, rename, h);
@@ -474,6 +492,16 @@ impl Engine {
             hash_transaction(tr, rename, h);
         }
         (running, unused_bgs, fs_error).hash(h);
+        h.write_usize(cache_io.len());
+        for io in cache_io {
+            let CacheIo {
+                bg,
+                transid,
+                worker,
+            } = io;
+            (bg, transid).hash(h);
+            worker.map(|t| renamed(rename, t)).hash(h);
+        }
         let Committed {
             roots_transid,
             generation,
@@ -508,6 +536,9 @@ impl Engine {
         }
         for tr in &mut e.transactions {
             tr.committer = tr.committer.map(swap);
+        }
+        for io in &mut e.cache_io {
+            io.worker = io.worker.map(swap);
         }
         e
     }
