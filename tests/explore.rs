@@ -376,3 +376,28 @@ fn bug_variants_without_faults_have_shortest_counterexamples() {
     assert!(c.scenario.print().contains("mount space_cache"));
     assert!(c.scenario.steps.len() <= 12, "{}", c.scenario.print());
 }
+
+#[test]
+fn who_committed_a_completed_transaction_is_history() {
+    let a = engine_after("A: start\nA: commit\nA: continue\nA: continue\nA: continue\n");
+    let b = engine_after("B: start\nB: commit\nB: continue\nB: continue\nB: continue\n");
+    assert_eq!(
+        a.transactions()[0].state,
+        bgfuzz::engine::TransState::Completed
+    );
+    assert_eq!(a.transactions()[0].committer, Some(0));
+    assert_eq!(b.transactions()[0].committer, Some(1));
+    let o = Oracles::new();
+    // Without symmetry the tasks keep their names, and still: same state.
+    assert_eq!(
+        a.fingerprint(&[0, 0], &o, false),
+        b.fingerprint(&[0, 0], &o, false)
+    );
+    // While the commit is in progress, the committer is state.
+    let c = engine_after("A: start\nA: commit\n");
+    let d = engine_after("B: start\nB: commit\n");
+    assert_ne!(
+        c.fingerprint(&[0, 0], &o, false),
+        d.fingerprint(&[0, 0], &o, false)
+    );
+}

@@ -334,20 +334,30 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
     hash_free_map(free_space, h);
 }
 
-/// The committer while it can matter: `release_handle` reads it only for
-/// the transaction of a handle being released, and a completed transaction
-/// has no handles left (its commit waited for `num_writers == 1`). After
-/// that it is history (which task committed), and keeping it would split
-/// states that behave the same.
-fn live_committer(tr: &Transaction) -> Option<TaskId> {
-    if tr.state == TransState::Completed {
+/// The committer while it can matter. `release_handle` reads it for the
+/// transaction of the handle being released; a completed transaction takes
+/// no new handles (it is no longer `running`), so once none is left on it,
+/// which task committed it is history, and keeping it would split states
+/// that behave the same.
+fn live_committer(tr: &Transaction, tasks: &[TaskState]) -> Option<TaskId> {
+    let handles = || {
+        tasks
+            .iter()
+            .any(|t| t.handle.as_ref().is_some_and(|h| h.transid == tr.transid))
+    };
+    if tr.state == TransState::Completed && !handles() {
         None
     } else {
         tr.committer
     }
 }
 
-fn hash_transaction(tr: &Transaction, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
+fn hash_transaction(
+    tr: &Transaction,
+    tasks: &[TaskState],
+    rename: &[TaskId; MAX_TASKS],
+    h: &mut FpHasher,
+) {
     let Transaction {
         transid,
         state,
@@ -372,7 +382,9 @@ fn hash_transaction(tr: &Transaction, rename: &[TaskId; MAX_TASKS], h: &mut FpHa
     )
         .hash(h);
     (dirty_bg_run, delayed_refs, aborted, in_critical, writeout).hash(h);
-    live_committer(tr).map(|t| renamed(rename, t)).hash(h);
+    live_committer(tr, tasks)
+        .map(|t| renamed(rename, t))
+        .hash(h);
 }
 
 impl Engine {
@@ -434,7 +446,7 @@ impl Engine {
             h.write_u8(0xff);
         }
         for tr in &self.transactions {
-            if let Some(t) = live_committer(tr) {
+            if let Some(t) = live_committer(tr, &self.tasks) {
                 hs[t].write_u64(tr.transid);
             }
         }
@@ -489,7 +501,7 @@ impl Engine {
         extents.hash(h);
         h.write_usize(transactions.len());
         for tr in transactions {
-            hash_transaction(tr, rename, h);
+            hash_transaction(tr, &self.tasks, rename, h);
         }
         (running, unused_bgs, fs_error).hash(h);
         h.write_usize(cache_io.len());
