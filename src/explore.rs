@@ -75,9 +75,11 @@ pub struct Bounds {
     pub symmetry: bool,
 }
 
-/// The defaults: small chunks and device, so a data chunk fills with one
-/// `alloc` and ENOSPC is one more chunk away.
-pub const DEFAULT_DEVICE: u64 = 64 * SZ_1M;
+/// The defaults: small chunks, so a data chunk fills with one `alloc`, and
+/// a device with room for exactly one more data chunk after mkfs's three
+/// (1M reserved + 16M + 16M + 8M + 16M), so ENOSPC is one chunk away and
+/// no smaller tail chunk multiplies the states.
+pub const DEFAULT_DEVICE: u64 = 57 * SZ_1M;
 pub const DEFAULT_CHUNK: [u64; 3] = [16 * SZ_1M, 16 * SZ_1M, 8 * SZ_1M];
 
 impl Bounds {

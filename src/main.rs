@@ -166,7 +166,8 @@ struct ExploreArgs {
     /// commit (add run_delayed_refs, join, delete_unused, free here).
     #[arg(long, value_delimiter = ',')]
     alphabet: Option<Vec<String>>,
-    #[arg(long, default_value = "64M")]
+    /// Default: room for exactly one more data chunk after mkfs.
+    #[arg(long, default_value = "57M")]
     device: String,
     #[arg(long, default_value = "16M")]
     chunk_data: String,
