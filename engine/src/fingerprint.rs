@@ -287,6 +287,36 @@ fn hash_tree(m: &std::collections::BTreeMap<Key, Item>, h: &mut FpHasher) {
     }
 }
 
+fn hash_extent(x: &Extent, h: &mut FpHasher) {
+    let Extent {
+        id,
+        kind,
+        bg,
+        start,
+        len,
+        state,
+        added,
+    } = x;
+    let state = match state {
+        ExtentState::Pending => 0u64,
+        ExtentState::Failed => 1,
+        ExtentState::Reserved => 2,
+        ExtentState::Allocated => 3,
+        ExtentState::Dropping => 4,
+        ExtentState::Freed => 5,
+    };
+    let bg = bg.map_or(0, |b| u64::from(b.0) + 1);
+    h.write_u64(
+        u64::from(id.0)
+            | (kind.index() as u64) << 32
+            | state << 36
+            | u64::from(*added) << 40
+            | bg << 41,
+    );
+    h.write_u64(*start);
+    h.write_u64(*len);
+}
+
 fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
     let BlockGroup {
         id,
@@ -498,7 +528,10 @@ impl Engine {
         hash_tree(extent_tree, h);
         chunk_tree.hash(h);
         hash_free_map(dev_extents, h);
-        extents.hash(h);
+        h.write_usize(extents.len());
+        for x in extents {
+            hash_extent(x, h);
+        }
         h.write_usize(transactions.len());
         for tr in transactions {
             hash_transaction(tr, &self.tasks, rename, h);
