@@ -645,6 +645,10 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                 }
             }
             next.push(child);
+            if self.trace.len() >= (ROOT - 1) as usize {
+                self.stop = Some("the trace index (32 bits) is full".to_string());
+                return;
+            }
             if self
                 .limits
                 .max_states
