@@ -61,6 +61,18 @@ fn fmix64(mut k: u64) -> u64 {
     k ^ (k >> 33)
 }
 
+/// One block of eight words into the four lanes: each lane takes a pair,
+/// one word into the state, the other into the multiplier (never zero), so
+/// a change in either reaches the lane through the multiply. The lane's old
+/// value is kept in a rotation so a zero product cannot erase it.
+#[inline(always)]
+fn mix_block(lanes: &mut [u64; 4], b: &[u64; 8]) {
+    for l in 0..4 {
+        let m = fold_mul(lanes[l] ^ b[2 * l], (b[2 * l + 1] ^ K[2 * l + 1]) | 1);
+        lanes[l] = m ^ lanes[l].rotate_left(29) ^ b[2 * l + 1];
+    }
+}
+
 impl Default for FpHasher {
     fn default() -> Self {
         FpHasher {
@@ -84,27 +96,20 @@ impl FpHasher {
 
     #[inline(always)]
     fn block(&mut self) {
-        let b = &self.buf;
-        for l in 0..4 {
-            // One word of the pair into the state, the other into the
-            // multiplier (never zero): a change in either reaches the lane
-            // through the multiply. The lane's old value is kept in a
-            // rotation so a zero product cannot erase it.
-            let m = fold_mul(self.lanes[l] ^ b[2 * l], (b[2 * l + 1] ^ K[2 * l + 1]) | 1);
-            self.lanes[l] = m ^ self.lanes[l].rotate_left(29) ^ b[2 * l + 1];
-        }
+        mix_block(&mut self.lanes, &self.buf);
     }
 
     /// The 128-bit result.
     pub fn finish128(&self) -> u128 {
-        let mut h = self.clone();
-        let used = (h.len & 7) as usize;
+        let mut lanes = self.lanes;
+        let used = (self.len & 7) as usize;
         if used != 0 {
-            h.buf[used..].fill(0);
-            h.block();
+            let mut buf = self.buf;
+            buf[used..].fill(0);
+            mix_block(&mut lanes, &buf);
         }
-        let [l0, l1, l2, l3] = h.lanes;
-        let a = fmix64(fold_mul(l0 ^ K[1], l1 ^ K[3]) ^ h.len.wrapping_mul(K[5]));
+        let [l0, l1, l2, l3] = lanes;
+        let a = fmix64(fold_mul(l0 ^ K[1], l1 ^ K[3]) ^ self.len.wrapping_mul(K[5]));
         let b = fmix64(fold_mul(l2 ^ K[5], l3 ^ K[7]) ^ a);
         let a = a ^ fmix64(l1 ^ l2.rotate_left(32));
         ((a as u128) << 64) | b as u128
