@@ -470,19 +470,34 @@ fn fingerprint_is_injective_on_explored_states() {
                 queue.push_back((c, l));
             };
             match e.status(t) {
-                Status::Runnable => next(&|c| drop(c.step(t).unwrap()), 0),
+                Status::Runnable => next(
+                    &|c| {
+                        c.step(t).unwrap();
+                    },
+                    0,
+                ),
                 Status::Blocked(_) => {}
                 Status::Idle => {
                     let h = e.handle(t).is_some();
                     if left[t] == 0 {
                         if h {
-                            next(&|c| drop(c.begin(t, Op::End).unwrap()), 0);
+                            next(
+                                &|c| {
+                                    c.begin(t, Op::End).unwrap();
+                                },
+                                0,
+                            );
                         }
                         continue;
                     }
                     for op in letters {
                         if (op == Op::Start) != h {
-                            next(&|c| drop(c.begin(t, op).unwrap()), 1);
+                            next(
+                                &|c| {
+                                    c.begin(t, op).unwrap();
+                                },
+                                1,
+                            );
                         }
                     }
                 }
