@@ -309,6 +309,20 @@ fn cli_clean_verdict_names_its_bounds() {
     assert_eq!(e.status.code(), Some(1));
     let i = bgfuzz(&["explore", "--budget", "10"], dir.path());
     assert_eq!(i.status.code(), Some(3));
+    let t = bgfuzz(
+        &[
+            "explore", "--tasks", "3", "--ops", "4", "--budget", "1ms", "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(t.status.code(), Some(3));
+    let j: Value = serde_json::from_slice(&t.stdout).unwrap();
+    assert_eq!(j["complete"], false);
+    assert_eq!(j["verdict"], "incomplete");
+    assert!(
+        j["incomplete"].as_str().unwrap().contains("time budget"),
+        "{j}"
+    );
 }
 
 #[test]
