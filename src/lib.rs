@@ -11,6 +11,7 @@ pub mod bench;
 pub mod campaign;
 pub mod check;
 pub mod coverage;
+pub mod explore;
 pub mod generate;
 pub mod kernel;
 pub mod minimize;

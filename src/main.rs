@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bgfuzz::check::{check_paths, outcome_name};
+use bgfuzz::explore::{Bounds, Limits};
 use bgfuzz::generate::decode;
 use bgfuzz::minimize::{minimize, Minimized};
 use bgfuzz::variant::Variant;
@@ -150,6 +151,12 @@ enum Command {
         #[command(flatten)]
         args: KernelArgs,
     },
+    /// Bounded exhaustive exploration: every program over the alphabet and
+    /// every interleaving within the bounds, breadth-first, so a violation
+    /// found is a shortest one (kept as a .scn for `repro`). Exit 0: no
+    /// violation within the bounds, 1: a violation, 2: bad bounds, 3: a
+    /// budget or memory limit stopped it first (incomplete).
+    Explore(ExploreArgs),
     /// Replay scripts (files or directories of .scn) against their
     /// `expect` lines.
     Check {
@@ -163,6 +170,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ExploreArgs {
+    #[arg(long, value_parser = parse_variant, default_value = "fixed")]
+    variant: Variant,
+    /// Tasks in play (A, B, ...); tasks with equal bounds are
+    /// interchangeable for symmetry reduction.
+    #[arg(long, default_value_t = 2)]
+    tasks: usize,
+    /// Operations each task may begin (an `end` it needs after its budget
+    /// ran out is free).
+    #[arg(long, default_value_t = 4)]
+    ops: u64,
+    /// Comma-separated operations in script syntax, `free` for any live
+    /// extent. Default: start, alloc data <chunk-data>, alloc data 4K, end,
+    /// commit (add run_delayed_refs, join, delete_unused, free here).
+    #[arg(long, value_delimiter = ',')]
+    alphabet: Option<Vec<String>>,
+    /// Default: room for exactly one more data chunk after mkfs.
+    #[arg(long, default_value = "57M")]
+    device: String,
+    #[arg(long, default_value = "16M")]
+    chunk_data: String,
+    #[arg(long, default_value = "16M")]
+    chunk_metadata: String,
+    #[arg(long, default_value = "8M")]
+    chunk_system: String,
+    /// Comma-separated mount options, as a script's `mount` line (e.g.
+    /// space_cache, with `endio` in the alphabet for its workers).
+    #[arg(long, value_delimiter = ',')]
+    mount: Vec<String>,
+    /// Keep states that differ only by a renaming of tasks apart (to
+    /// measure what symmetry reduction saves).
+    #[arg(long)]
+    no_symmetry: bool,
+    /// Stop after a time (30s, 5m) or a number of distinct states (a plain
+    /// number); the verdict then says "incomplete".
+    #[arg(long)]
+    budget: Option<String>,
+    /// Stop (incomplete) when resident memory reaches this (e.g. 4G);
+    /// default 80% of the memory available at start.
+    #[arg(long)]
+    max_memory: Option<String>,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    json: bool,
+    /// For CI: exit 0 if the verdict is this (`none` or a violation kind),
+    /// 1 otherwise (an incomplete run is never as expected).
+    #[arg(long, value_parser = parse_expect)]
+    expect: Option<Expected>,
+    /// Where a counterexample's script goes.
+    #[arg(long, default_value = "bgfuzz-out")]
+    out: PathBuf,
 }
 
 /// Whether FILE is a script or a libFuzzer input. By default a `.scn`
@@ -245,6 +306,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { paths } => check(&paths),
+        Command::Explore(args) => explore_cmd(args),
         Command::Variants { json } => variants_cmd(json),
         Command::Kernel { script, args } => kernel_cmd(script, &args),
         Command::Minimize {
@@ -815,4 +877,180 @@ fn repro_kernel(file: &Path, time: Duration, json: bool) -> anyhow::Result<ExitC
         print!("{}", bgfuzz::kernel::compare::table(&s));
     }
     Ok(ExitCode::from(s.kernel.exit_code()))
+}
+
+fn explore_bounds(a: &ExploreArgs) -> Result<(Bounds, Limits), Invalid> {
+    use bgfuzz::explore::{parse_letter, Bounds, BoundsError, Limits};
+    let size = |flag: &str, s: &str| {
+        bgfuzz::scenario::parse_size(s, 0).map_err(|e| Invalid(format!("--{flag}: {}", e.message)))
+    };
+    let config = bgfuzz::engine::Config {
+        device_size: size("device", &a.device)?,
+        chunk_size: [
+            size("chunk-data", &a.chunk_data)?,
+            size("chunk-metadata", &a.chunk_metadata)?,
+            size("chunk-system", &a.chunk_system)?,
+        ],
+        mount: {
+            let mut m = bgfuzz::engine::MountOpts::default();
+            for name in &a.mount {
+                if !m.set(name.trim()) {
+                    return Err(Invalid(format!(
+                        "--mount: unknown option `{name}` (known: {})",
+                        bgfuzz::engine::MountOpts::NAMES.join(", ")
+                    )));
+                }
+            }
+            m
+        },
+    };
+    let invalid = |e: BoundsError| Invalid(e.to_string());
+    let ops = u8::try_from(a.ops)
+        .ok()
+        .filter(|&o| u64::from(o) <= bgfuzz::explore::MAX_OPS)
+        .ok_or_else(|| invalid(BoundsError::Ops(a.ops)))?;
+    let alphabet = match &a.alphabet {
+        None => Bounds::default_alphabet(&config),
+        Some(items) => items
+            .iter()
+            .map(|i| parse_letter(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?,
+    };
+    let bounds = Bounds {
+        variant: a.variant,
+        tasks: a.tasks,
+        ops,
+        alphabet,
+        config,
+        symmetry: !a.no_symmetry,
+    };
+    bgfuzz::explore::validate(&bounds).map_err(invalid)?;
+    let mut limits = Limits::default();
+    if let Some(b) = &a.budget {
+        if b.bytes().all(|c| c.is_ascii_digit()) {
+            let n: u64 = b
+                .parse()
+                .map_err(|_| Invalid(format!("--budget {b}: too large")))?;
+            if n == 0 {
+                return Err(Invalid(
+                    "--budget 0: a state budget must be at least 1".into(),
+                ));
+            }
+            limits.max_states = Some(n);
+        } else {
+            limits.max_time = Some(parse_duration(b).map_err(|e| {
+                Invalid(format!(
+                    "--budget: {e}; or a number of distinct states such as 1000000"
+                ))
+            })?);
+        }
+    }
+    limits.max_memory = match &a.max_memory {
+        Some(m) => Some(parse_mem(m).map_err(|e| Invalid(format!("--max-memory: {e}")))?),
+        None => bgfuzz::explore::mem_available().map(|m| m / 10 * 8),
+    };
+    bgfuzz::explore::validate_limits(&limits).map_err(invalid)?;
+    Ok((bounds, limits))
+}
+
+/// `--expect`: no violation (`none`) or a kind.
+#[derive(Clone, Copy)]
+struct Expected(Option<bgfuzz::oracles::ViolationKind>);
+
+fn parse_expect(s: &str) -> Result<Expected, String> {
+    use bgfuzz::oracles::ViolationKind;
+    if s == "none" {
+        return Ok(Expected(None));
+    }
+    ViolationKind::parse(s)
+        .map(|k| Expected(Some(k)))
+        .ok_or_else(|| {
+            format!(
+                "unknown verdict `{s}` (known: none, {})",
+                ViolationKind::ALL.map(|k| k.name()).join(", ")
+            )
+        })
+}
+
+/// Bytes with an optional K, M or G suffix.
+fn parse_mem(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K') => (&s[..s.len() - 1], 10),
+        Some(b'M') => (&s[..s.len() - 1], 20),
+        Some(b'G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("bad size `{s}`: e.g. 512M, 4G"))
+}
+
+fn explore_cmd(a: ExploreArgs) -> anyhow::Result<ExitCode> {
+    use bgfuzz::explore::{counterexample_text, explore, json, summary, Verdict};
+    let (bounds, limits) = explore_bounds(&a)?;
+    let pb = progress(format!("explore {}", bounds.variant));
+    if a.json {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let x = explore(&bounds, limits, |s| {
+        pb.set_message(format!(
+            "{} states, {:.0} states/s, depth {}, queue {}",
+            s.states,
+            s.states as f64 / s.seconds.max(1e-9),
+            s.depth,
+            s.queue
+        ));
+        pb.tick();
+    })
+    .map_err(|e| Invalid(e.to_string()))?;
+    pb.finish_and_clear();
+    let mut path = None;
+    if let Verdict::Violation(c) = &x.verdict {
+        let text = c.scenario.print();
+        let digest = Sha256::digest(text.as_bytes());
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let p = a.out.join(format!("explore-{}-{hex}.scn", c.kind));
+        bgfuzz::write_atomic(&p, &text)?;
+        path = Some(p);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json(&x))?);
+    } else {
+        if let Verdict::Violation(c) = &x.verdict {
+            println!("{}", counterexample_text(c, bounds.variant));
+        }
+        print!("{}", summary(&x));
+        if let Some(p) = &path {
+            println!("reproduce: bgfuzz repro {}", p.display());
+        }
+    }
+    if let Some(Expected(want)) = a.expect {
+        let got = match &x.verdict {
+            Verdict::Clean => Some(None),
+            Verdict::Violation(c) => Some(Some(c.kind)),
+            Verdict::Incomplete { .. } => None,
+        };
+        let ok = got == Some(want);
+        if !a.json {
+            println!(
+                "{}: expected {}",
+                if ok { "as expected" } else { "UNEXPECTED" },
+                want.map_or("none", |k| k.name())
+            );
+        }
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    Ok(match x.verdict {
+        Verdict::Clean => ExitCode::SUCCESS,
+        Verdict::Violation(_) => ExitCode::from(1),
+        Verdict::Incomplete { .. } => ExitCode::from(3),
+    })
 }

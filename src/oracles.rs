@@ -73,7 +73,7 @@ fn finding(kind: ViolationKind, message: String) -> Option<Finding> {
 }
 
 /// The oracles' memory across steps.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Oracles {
     /// The first aborted transaction, and the committed state then.
     first_abort: Option<(u64, u64, u64)>,
@@ -393,8 +393,16 @@ fn check_list_membership(engine: &Engine) -> Option<Finding> {
 /// its bgs.
 fn check_space_accounting(engine: &Engine) -> Option<Finding> {
     let n = engine.block_groups().len();
-    let mut used = vec![0u64; n];
-    let mut reserved = vec![0u64; n];
+    // Runs after every step: no allocation for the usual few bgs.
+    let (mut used_buf, mut reserved_buf) = ([0u64; 16], [0u64; 16]);
+    let (mut used_heap, mut reserved_heap) = (Vec::new(), Vec::new());
+    let (used, reserved): (&mut [u64], &mut [u64]) = if n <= 16 {
+        (&mut used_buf[..n], &mut reserved_buf[..n])
+    } else {
+        used_heap.resize(n, 0);
+        reserved_heap.resize(n, 0);
+        (&mut used_heap, &mut reserved_heap)
+    };
     for e in engine.extents() {
         let Some(bg) = e.bg else { continue };
         used[bg.0 as usize] += e.used_bytes();
