@@ -1,7 +1,9 @@
 //! Turning `llvm-cov export` into the question a developer asks of a
 //! corpus: which engine steps and which oracle checks does it reach?
 
-use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
 use serde_json::Value;
 
 /// `rustc -vV`'s host triple, where cargo fuzz puts its binaries.
@@ -14,6 +16,42 @@ pub fn host_triple() -> anyhow::Result<String> {
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .context("no host triple in rustc -vV")
+}
+
+/// Where `cargo fuzz coverage` and the report need llvm-tools: the
+/// toolchain's `lib/rustlib/<host>/bin`, as `rustc` run in `root` (so a
+/// toolchain file there applies) reports it. An error, naming the command
+/// that installs them, when `llvm-cov` or `llvm-profdata` is missing:
+/// `campaign --coverage` checks this before it builds anything.
+pub fn llvm_tools(root: &Path) -> anyhow::Result<PathBuf> {
+    let out = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(root)
+        .output()
+        .context("running rustc --print sysroot")?;
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || sysroot.is_empty() {
+        bail!(
+            "--coverage: `rustc --print sysroot` failed ({})",
+            out.status
+        );
+    }
+    let bin = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host_triple()?)
+        .join("bin");
+    let missing: Vec<&str> = ["llvm-profdata", "llvm-cov"]
+        .into_iter()
+        .filter(|t| !bin.join(t).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "--coverage needs llvm-tools, and {} is not in {}: install them with `rustup component add llvm-tools-preview` (then `rustup component list --installed` lists llvm-tools)",
+            missing.join(" and "),
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 /// One function's coverage.

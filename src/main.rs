@@ -99,30 +99,43 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seeds: usize,
     },
-    /// A nightly campaign: `cargo fuzz` over the targets, corpus merged
-    /// (add-only), crashes minimized, deduplicated and matched against
-    /// corpus/scripts, a report in OUT/report.md and OUT/report.json.
-    /// Exit 1 on a new crash. Safe to kill; the next run resumes.
+    /// A nightly campaign: `cargo fuzz` over the targets, new inputs merged
+    /// (add-only) into a working corpus under OUT, crashes minimized,
+    /// grouped (kind, call trace, whether an injected fault is needed) and
+    /// matched against CORPUS/scripts; a report in OUT/report.md and
+    /// OUT/report.json. Run it from the repository root (it drives
+    /// `cargo fuzz` on fuzz/). Safe to kill; the next run into the same
+    /// OUT resumes.
+    ///
+    /// Exit status: 0 no new crash; 1 a new crash; 2 an error: bad
+    /// arguments, not in the repository root, llvm-tools missing for
+    /// --coverage, OUT in use by another campaign, or a step that failed
+    /// (fuzzing, the corpus merge, coverage: the report says which).
     Campaign {
-        /// Comma-separated: scenario, script.
+        /// Fuzz targets to run, comma-separated: scenario, script.
         #[arg(long, value_delimiter = ',', default_value = "scenario,script")]
         targets: Vec<String>,
         /// Fuzzing time per target, e.g. 60s, 30m.
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         time: Duration,
-        /// Parallel fuzzing processes per target (libFuzzer -fork).
+        /// Parallel fuzzing processes per target (libFuzzer -fork=N).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
-        /// The engine the `scenario` target judges; default BGFUZZ_VARIANT,
-        /// else fixed.
+        /// The engine the `scenario` target judges [default: BGFUZZ_VARIANT,
+        /// else fixed].
         #[arg(long, value_parser = parse_variant)]
         variant: Option<Variant>,
+        /// Where everything the campaign writes goes: OUT/<target>/corpus
+        /// (the working corpus, carried from run to run), new/, artifacts/,
+        /// logs, and the report. Locked while a campaign runs.
         #[arg(long, default_value = "campaign-out")]
         out: PathBuf,
-        /// Seed corpora (<target>/) and regressions (scripts/).
+        /// Read-only inputs: seed corpora (<target>/) and kept regressions
+        /// (scripts/). Never written.
         #[arg(long, default_value = "corpus")]
         corpus: PathBuf,
-        /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report.
+        /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report
+        /// (needs `rustup component add llvm-tools-preview`).
         #[arg(long)]
         coverage: bool,
     },
@@ -606,9 +619,5 @@ fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCod
         cfg.out.display(),
         cfg.out.display()
     );
-    Ok(if report.new_crashes > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(report.exit_code()))
 }
