@@ -472,7 +472,14 @@ fn search_variant(
         ),
         Some((_, m)) => {
             let path = out.join(script_name(&m));
-            bgfuzz::write_atomic(&path, &m.scenario.print())?;
+            if let Err(e) = bgfuzz::write_atomic(&path, &m.scenario.print()) {
+                // The witness is never lost to a failed write.
+                print!("{}", m.scenario.print());
+                return Err(e.context(format!(
+                    "keeping the {} witness found under {variant} (printed above)",
+                    m.kind
+                )));
+            }
             Some((m, path))
         }
     };
@@ -512,6 +519,7 @@ fn run_cmd(
     seed: u64,
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
+    check_out_dir(out)?;
     if let Some(v) = variant {
         let budget = if time.is_none() && cases.is_none() {
             Some(DEFAULT_CASES)
@@ -584,6 +592,16 @@ fn run_cmd(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Creates `run --out` and checks that a file can be written there, before
+/// a search whose result would otherwise have nowhere to go.
+fn check_out_dir(out: &Path) -> anyhow::Result<()> {
+    let probe = out.join(format!(".bgfuzz-probe-{}", std::process::id()));
+    std::fs::create_dir_all(out)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| Invalid(format!("--out {}: cannot write there: {e}", out.display())).into())
 }
 
 /// The fixed engine's default budget in `bgfuzz run`.
