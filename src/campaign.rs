@@ -711,9 +711,18 @@ fn lock_out(out: &Path) -> anyhow::Result<File> {
     }
 }
 
-/// Whether process `pid` exists (Linux: `/proc/<pid>`).
-fn alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+/// Whether process `pid` is running (Linux: `/proc/<pid>/stat`). A zombie
+/// (state `Z`, or `X`) is dead: a killed campaign's libFuzzer, orphaned,
+/// stays one until something reaps it.
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`; comm may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
 }
 
 /// The pid in a libFuzzer temp name: `TempPath(Prefix, Ext)` is
