@@ -258,10 +258,15 @@ struct Progress {
     label: String,
     bar: Option<ProgressBar>,
     last_line: Option<Instant>,
+    /// Fuzzing shows libFuzzer's status lines; a merge shows its
+    /// `MERGE-OUTER:` lines instead (its status lines count the replay).
+    fuzzing: bool,
+    /// The last `MERGE-OUTER:` line.
+    note: Option<String>,
 }
 
 impl Progress {
-    fn new(label: &str, what: &str) -> Progress {
+    fn new(label: &str, what: &str, fuzzing: bool) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let pb = ProgressBar::new_spinner();
             pb.set_style(
@@ -280,15 +285,20 @@ impl Progress {
             label: label.to_string(),
             bar,
             last_line: None,
+            fuzzing,
+            note: None,
         }
     }
 
     /// A line of cargo's or libFuzzer's output that is not a status line:
     /// shown on a terminal while cargo builds (the first build takes
     /// minutes).
-    fn other(&self, line: &str) {
+    fn other(&mut self, line: &str) {
+        let l = line.trim();
+        if l.starts_with("MERGE-OUTER:") {
+            self.note = Some(l.to_string());
+        }
         if let Some(pb) = &self.bar {
-            let l = line.trim();
             if l.starts_with("Compiling") || l.starts_with("Building") || l.starts_with("MERGE") {
                 pb.set_message(l.to_string());
             }
@@ -296,6 +306,9 @@ impl Progress {
     }
 
     fn stats(&mut self, s: &FuzzStats) {
+        if !self.fuzzing {
+            return;
+        }
         match &self.bar {
             Some(pb) => pb.set_message(s.summary()),
             None => {
@@ -345,7 +358,8 @@ fn cargo_fuzz(
     let mut child = cmd
         .spawn()
         .context("running `cargo fuzz` (install it: cargo install cargo-fuzz --locked)")?;
-    let mut progress = Progress::new(label, what);
+    let fuzzing = args.iter().any(|a| a.starts_with("-fork="));
+    let mut progress = Progress::new(label, what, fuzzing);
     let stdout = child.stdout.take().expect("piped");
     let out_thread = std::thread::spawn(move || {
         BufReader::new(stdout)
@@ -372,11 +386,12 @@ fn cargo_fuzz(
     let exit = status
         .code()
         .map_or("killed by a signal".to_string(), |c| format!("exit {c}"));
-    progress.finish(&if last.executions > 0 {
-        format!("{} ({exit})", last.summary())
-    } else {
-        format!("done ({exit})")
-    });
+    let done = match &progress.note {
+        Some(note) => format!("{note} ({exit})"),
+        None if fuzzing && last.executions > 0 => format!("{} ({exit})", last.summary()),
+        None => format!("done ({exit})"),
+    };
+    progress.finish(&done);
     Ok((last, status.code()))
 }
 
@@ -695,7 +710,7 @@ fn lock_out(out: &Path) -> anyhow::Result<File> {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             let holder = holder.trim();
             bail!(
-                "{} is in use by another campaign{} (it holds {}): wait for it to finish, or give another --out",
+                "{} is in use by another campaign{}, which holds {}: wait for it to finish, or give another --out",
                 out.display(),
                 if holder.is_empty() {
                     String::new()
@@ -887,7 +902,12 @@ fn run_target(
         target: target.to_string(),
         seconds,
         executions: stats.executions,
-        exec_per_sec: (stats.executions as f64 / seconds.max(1e-3)) as u64,
+        // libFuzzer's own rate; the wall clock's includes the build.
+        exec_per_sec: if stats.exec_per_sec > 0 {
+            stats.exec_per_sec
+        } else {
+            (stats.executions as f64 / seconds.max(1e-3)) as u64
+        },
         coverage: stats.coverage,
         features: stats.features,
         corpus: display(&corpus),

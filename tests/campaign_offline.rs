@@ -39,7 +39,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$merge" = 1 ]; then
-  echo "MERGE-OUTER: fake" >&2
+  echo "#1	INITED exec/s: 0 rss: 30Mb" >&2
+  echo "MERGE-OUTER: 3 new files with 5 new features added; 5 new coverage edges" >&2
   [ "${FAKE_MERGE_EXIT:-0}" = 0 ] || exit "$FAKE_MERGE_EXIT"
   for d in "${dirs[@]:1}"; do
     for f in "$d"/*; do
@@ -261,6 +262,15 @@ fn progress_shows_execs_rate_corpus_and_crashes_per_target() {
             err.contains(&format!("{target} merge: merging new inputs")),
             "{err}"
         );
+        // A merge's status lines count its replay, not fuzzing: its
+        // summary is libFuzzer's MERGE-OUTER line.
+        assert!(
+            err.contains(&format!(
+                "{target} merge: MERGE-OUTER: 3 new files with 5 new features added; 5 new coverage edges (exit 0)"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains(&format!("{target} merge: 1 execs")), "{err}");
     }
 }
 
