@@ -1070,8 +1070,10 @@ pub fn campaign(cfg: &CampaignConfig) -> anyhow::Result<CampaignReport> {
 /// How the report names a crash's relation to injected faults.
 fn fault_note(c: &CrashReport) -> &'static str {
     match c.needs_fault {
-        Some(true) => "needs an injected fault: without its `fail` lines the violation is gone",
-        Some(false) => "the engine's own: it shows without any injected fault",
+        Some(true) => {
+            "**Needs an injected fault**: without its `fail` lines the violation is gone."
+        }
+        Some(false) => "**The engine's own**: it shows without any injected fault.",
         None => "",
     }
 }
@@ -1159,7 +1161,7 @@ pub fn markdown(r: &CampaignReport) -> String {
         );
         let note = fault_note(c);
         if !note.is_empty() {
-            let _ = writeln!(s, "Injected fault: {note}.\n");
+            let _ = writeln!(s, "{note}\n");
         }
         if !c.trace.is_empty() && c.target == "scenario" {
             let _ = writeln!(s, "Call trace: `{}`.\n", c.trace);
@@ -1363,11 +1365,8 @@ mod tests {
             md.contains("New crashes: **1** (1 the engine's own, 0 needing an injected fault)"),
             "{md}"
         );
-        assert!(
-            md.contains("Injected fault: needs an injected fault"),
-            "{md}"
-        );
-        assert!(md.contains("Injected fault: the engine's own"), "{md}");
+        assert!(md.contains("**Needs an injected fault**: without"), "{md}");
+        assert!(md.contains("**The engine's own**: it shows"), "{md}");
         let json = serde_json::to_value(&report).unwrap();
         let faults: Vec<&serde_json::Value> = json["crashes"]
             .as_array()
