@@ -46,8 +46,9 @@ pub fn llvm_tools(root: &Path) -> anyhow::Result<PathBuf> {
         .collect();
     if !missing.is_empty() {
         bail!(
-            "--coverage needs llvm-tools, and {} is not in {}: install them with `rustup component add llvm-tools-preview` (then `rustup component list --installed` lists llvm-tools)",
+            "--coverage needs llvm-tools, and {} {} not in {}: install them with `rustup component add llvm-tools-preview` (then `rustup component list --installed` lists llvm-tools)",
             missing.join(" and "),
+            if missing.len() > 1 { "are" } else { "is" },
             bin.display()
         );
     }
