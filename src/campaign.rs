@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::variant::Variant;
 use anyhow::{bail, Context};
-use bgfuzz_engine::Variant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -1259,7 +1259,7 @@ mod tests {
     /// 3, at most `n`, as libFuzzer would save them.
     fn artifacts_within(dir: &Path, n: usize, cases: u64) -> Vec<PathBuf> {
         let (_, found) =
-            crate::search::search_hits(3, Variant::BugFf1f8250, n, |t| t.cases < cases);
+            crate::search::search_hits(3, Variant::BUG_FF1F8250, n, |t| t.cases < cases);
         let mut buf = Vec::new();
         found
             .iter()
@@ -1286,7 +1286,7 @@ mod tests {
             .take(6)
             .collect();
         assert_eq!(arts.len(), 6);
-        let c = cfg(dir.path(), Variant::BugFf1f8250);
+        let c = cfg(dir.path(), Variant::BUG_FF1F8250);
         let crashes = triage(&c, "scenario", &arts, &[]);
         assert_eq!(crashes.len(), 1, "{crashes:#?}");
         let crash = &crashes[0];
@@ -1304,7 +1304,7 @@ mod tests {
         assert_eq!(again[0].status, CrashStatus::Known);
         assert!(again[0].known_as.as_deref().unwrap().ends_with("kept.scn"));
         // Under the fixed engine the same inputs reproduce nothing.
-        let fixed = triage(&cfg(dir.path(), Variant::Fixed), "scenario", &arts, &[]);
+        let fixed = triage(&cfg(dir.path(), Variant::FIXED), "scenario", &arts, &[]);
         assert!(fixed.iter().all(|c| c.status == CrashStatus::Unreproduced));
     }
 
@@ -1317,7 +1317,7 @@ mod tests {
     fn a_kept_fault_regression_does_not_hide_the_engines_own_race() {
         let dir = tempfile::tempdir().unwrap();
         let arts = artifacts_within(dir.path(), 64, 3_000);
-        let c = cfg(dir.path(), Variant::BugFf1f8250);
+        let c = cfg(dir.path(), Variant::BUG_FF1F8250);
         let crashes = triage(&c, "scenario", &arts, &[]);
         assert_eq!(crashes.len(), 2, "{crashes:#?}");
         let own = crashes
@@ -1382,7 +1382,7 @@ mod tests {
     fn the_report_names_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let arts = artifacts(dir.path(), 2);
-        let c = cfg(dir.path(), Variant::BugFf1f8250);
+        let c = cfg(dir.path(), Variant::BUG_FF1F8250);
         let report = CampaignReport {
             variant: "bug-ff1f8250".into(),
             seconds_per_target: 60,

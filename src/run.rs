@@ -6,13 +6,14 @@
 //! strict script that replays exactly.
 
 use bgfuzz_engine::{
-    task_name, Engine, Event, ExtentState, Op, Status, StepOutcome, TaskId, UsageError, Variant,
+    task_name, Engine, Event, ExtentState, Op, Patches, Status, StepOutcome, TaskId, UsageError,
     MAX_TASKS,
 };
 use bgfuzz_failpoints::FailGuard;
 
 use crate::oracles::{Finding, Oracles};
 use crate::scenario::{Action, Scenario, Step};
+use crate::variant::Variant;
 
 /// How the runner treats a step it cannot take as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,9 @@ pub struct Violation {
 #[derive(Clone, Debug)]
 pub struct Run {
     pub variant: Variant,
+    /// The patches the engine ran with: the variant's, unless
+    /// [`run_patched`] overrode them.
+    pub patches: Patches,
     /// The normalized scenario: the input's header with the variant that
     /// ran, and exactly the steps that ran.
     pub scenario: Scenario,
@@ -83,6 +87,19 @@ struct Runner {
 
 /// Runs a scenario under a variant.
 pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, RunError> {
+    run_patched(scenario, variant, variant.patches(), mode)
+}
+
+/// Runs a scenario under a variant, with the engine built with `patches`
+/// instead of the variant's (e.g. the variant plus one fix, to see which
+/// fix removes a witness). The script means what it means under `variant`;
+/// only the engine's patch set differs.
+pub fn run_patched(
+    scenario: &Scenario,
+    variant: Variant,
+    patches: Patches,
+    mode: Mode,
+) -> Result<Run, RunError> {
     let armed = scenario.fails.iter().any(|p| p.injects());
     if armed && !bgfuzz_failpoints::ENABLED {
         return Err(RunError::NoFailpoints);
@@ -93,7 +110,7 @@ pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, Run
     } else {
         None
     };
-    let engine = Engine::new(scenario.config(), variant, armed)
+    let engine = Engine::new(scenario.config(), patches, armed)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let mut r = Runner {
         engine,
@@ -124,6 +141,7 @@ pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, Run
         .collect();
     Ok(Run {
         variant,
+        patches,
         scenario: normalized,
         steps: r.steps,
         violation: r.violation,
@@ -233,7 +251,8 @@ impl Runner {
         }
         let has_handle = self.engine.handle(t).is_some();
         match op {
-            Op::Start | Op::Join | Op::DeleteUnused if has_handle => None,
+            Op::Start | Op::Join | Op::DeleteUnused | Op::Endio if has_handle => None,
+            Op::Endio if !self.engine.io_to_complete() => None,
             Op::Free { extent }
                 if self.engine.extent(extent).is_some_and(|e| {
                     matches!(e.state, ExtentState::Reserved | ExtentState::Allocated)
@@ -310,16 +329,23 @@ impl Runner {
     }
 
     /// After the last line: the lowest runnable task in progress steps;
-    /// when none, the lowest idle task holding a handle begins `end`.
+    /// when none, the lowest idle task holding a handle begins `end`; when
+    /// none, and a free-space cache IO is in flight, the lowest idle task
+    /// without a handle runs its endio worker (`endio`).
     fn drain(&mut self) {
         while self.violation.is_none() {
+            let idle = |t: TaskId| self.engine.status(t) == Status::Idle;
             let runnable = (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Runnable);
             let r = if let Some(t) = runnable {
                 self.take_step(t, Action::Continue, true, 0)
-            } else if let Some(t) = (0..MAX_TASKS)
-                .find(|&t| self.engine.status(t) == Status::Idle && self.engine.handle(t).is_some())
+            } else if let Some(t) =
+                (0..MAX_TASKS).find(|&t| idle(t) && self.engine.handle(t).is_some())
             {
                 self.take_step(t, Action::Begin(Op::End), true, 0)
+            } else if let Some(t) = (0..MAX_TASKS).find(|&t| {
+                idle(t) && self.engine.io_to_complete() && self.engine.handle(t).is_none()
+            }) {
+                self.take_step(t, Action::Begin(Op::Endio), true, 0)
             } else {
                 break;
             };

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use bgfuzz::engine::Variant;
 use bgfuzz::generate::decode;
 use bgfuzz::targets;
+use bgfuzz::variant::Variant;
 
 fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<_> = std::fs::read_dir(Path::new(dir))
@@ -27,7 +27,7 @@ fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
 fn runs_clean_on_fixed(dir: &str) -> usize {
     let corpus = files(dir);
     for (_, bytes) in &corpus {
-        targets::scenario(&decode(bytes), Variant::Fixed);
+        targets::scenario(&decode(bytes), Variant::FIXED);
     }
     corpus.len()
 }
@@ -68,5 +68,5 @@ fn the_scenario_target_panics_on_a_violation() {
     let s =
         bgfuzz::scenario::Scenario::parse(&std::fs::read("corpus/scripts/seed-race.scn").unwrap())
             .unwrap();
-    targets::scenario(&s, Variant::BugFf1f8250);
+    targets::scenario(&s, Variant::BUG_FF1F8250);
 }
