@@ -110,29 +110,42 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seeds: usize,
     },
-    /// A nightly campaign: `cargo fuzz` over the targets, corpus merged
-    /// (add-only), crashes minimized, deduplicated and matched against
-    /// corpus/scripts, a report in OUT/report.md and OUT/report.json.
-    /// Exit 1 on a new crash. Safe to kill; the next run resumes.
+    /// A nightly campaign: `cargo fuzz` over the targets, new inputs merged
+    /// (add-only) into a working corpus under OUT, crashes minimized,
+    /// grouped (kind, call trace, whether an injected fault is needed) and
+    /// matched against CORPUS/scripts; a report in OUT/report.md and
+    /// OUT/report.json. Run it from the repository root (it drives
+    /// `cargo fuzz` on fuzz/). Safe to kill; the next run into the same
+    /// OUT resumes.
+    ///
+    /// Exit status: 0 no new crash; 1 a new crash; 2 an error: bad
+    /// arguments, not in the repository root, llvm-tools missing for
+    /// --coverage, OUT in use by another campaign, or a step that failed
+    /// (fuzzing, the corpus merge, coverage: the report says which).
     Campaign {
-        /// Comma-separated: scenario, script.
+        /// Fuzz targets to run, comma-separated: scenario, script.
         #[arg(long, value_delimiter = ',', default_value = "scenario,script")]
         targets: Vec<String>,
         /// Fuzzing time per target, e.g. 60s, 30m.
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         time: Duration,
-        /// Parallel fuzzing processes per target (libFuzzer -fork).
+        /// Parallel fuzzing processes per target (libFuzzer -fork=N).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
         #[arg(long, value_parser = parse_variant,
-              help = variant_help("The engine the `scenario` target judges; default BGFUZZ_VARIANT, else fixed."))]
+              help = variant_help("The engine the `scenario` target judges [default: BGFUZZ_VARIANT, else fixed]."))]
         variant: Option<Variant>,
+        /// Where everything the campaign writes goes: OUT/<target>/corpus
+        /// (the working corpus, carried from run to run), new/, artifacts/,
+        /// logs, and the report. Locked while a campaign runs.
         #[arg(long, default_value = "campaign-out")]
         out: PathBuf,
-        /// Seed corpora (<target>/) and regressions (scripts/).
+        /// Read-only inputs: seed corpora (<target>/) and kept regressions
+        /// (scripts/). Never written.
         #[arg(long, default_value = "corpus")]
         corpus: PathBuf,
-        /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report.
+        /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report
+        /// (needs `rustup component add llvm-tools-preview`).
         #[arg(long)]
         coverage: bool,
         /// Then run each crash's minimized script on this machine's kernel
@@ -570,7 +583,14 @@ fn search_variant(
         ),
         Some((_, m)) => {
             let path = out.join(script_name(&m));
-            bgfuzz::write_atomic(&path, &m.scenario.print())?;
+            if let Err(e) = bgfuzz::write_atomic(&path, &m.scenario.print()) {
+                // The witness is never lost to a failed write.
+                print!("{}", m.scenario.print());
+                return Err(e.context(format!(
+                    "keeping the {} witness found under {variant} (printed above)",
+                    m.kind
+                )));
+            }
             Some((m, path))
         }
     };
@@ -610,6 +630,7 @@ fn run_cmd(
     seed: u64,
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
+    check_out_dir(out)?;
     if let Some(v) = variant {
         let budget = if time.is_none() && cases.is_none() {
             Some(DEFAULT_CASES)
@@ -682,6 +703,16 @@ fn run_cmd(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Creates `run --out` and checks that a file can be written there, before
+/// a search whose result would otherwise have nowhere to go.
+fn check_out_dir(out: &Path) -> anyhow::Result<()> {
+    let probe = out.join(format!(".bgfuzz-probe-{}", std::process::id()));
+    std::fs::create_dir_all(out)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| Invalid(format!("--out {}: cannot write there: {e}", out.display())).into())
 }
 
 /// The fixed engine's default budget in `bgfuzz run`.
@@ -791,11 +822,7 @@ fn campaign_cmd(
             bgfuzz::kernel::compare::campaign_on_kernel(&crashes, &cfg.out, time)?
         );
     }
-    Ok(if report.new_crashes > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 /// The options of `bgfuzz kernel` (also taken by `repro --kernel`).
