@@ -12,12 +12,14 @@ pub mod campaign;
 pub mod check;
 pub mod coverage;
 pub mod generate;
+pub mod html;
 pub mod minimize;
 pub mod oracles;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod search;
+pub mod snapshot;
 pub mod targets;
 
 pub use bgfuzz_engine as engine;
