@@ -181,7 +181,19 @@
     show(pinned);
   });
   var focus = Math.max(0, +body.dataset.focus - FIRST);
-  show(focus);
+  // `page.html#s12` (and the violation's link) pins step 12.
+  function fromHash() {
+    var m = /^#s(\d+)$/.exec(location.hash);
+    var k = m ? +m[1] - FIRST : -1;
+    if (k < 0 || k >= SNAPS.length) return false;
+    pinned = k;
+    cursor.classList.add('pinned');
+    shown = null;
+    show(k);
+    return true;
+  }
+  window.addEventListener('hashchange', fromHash);
+  if (!fromHash()) show(focus);
   document.documentElement.setAttribute('data-ready', '1');
   document.documentElement.setAttribute('data-render-ms', performance.now().toFixed(1));
 })();
