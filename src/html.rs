@@ -91,11 +91,19 @@ pub const BG_TRACKS: &[Track] = &[
     },
     Track {
         letter: "I",
-        title: "its block group item: I in the running extent tree, C also committed, c committed only",
+        title: "its block group item: I in the running extent tree, C also committed, c committed only; ! none while on a dirty list",
         cell: |b, _| match (b.item, b.item_committed) {
             (true, true) => cell("C", "tr-item-c", "C", format!("{}: item inserted and committed", b.name)),
             (true, false) => cell("I", "tr-item", "I", format!("{}: item inserted (not yet committed)", b.name)),
             (false, true) => cell("c", "tr-item-old", "c", format!("{}: item only in the committed tree", b.name)),
+            // The state the ff1f8250 race needs: queued for writeout with
+            // no item for write_one_cache_group to find.
+            _ if b.dirty_list.is_some() && !b.removed => cell(
+                "!",
+                "tr-noitem",
+                "!",
+                format!("{}: on {} with no block group item: write_one_cache_group would get -ENOENT", b.name, b.dirty_list.as_deref().unwrap_or("")),
+            ),
             _ => None,
         },
     },
@@ -321,7 +329,7 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
         let r = g.row(i);
         let _ = write!(
             g.out,
-            "<div class=\"{class}\" id=\"s{}\" style=\"grid-area:{r}/1/{}/-1\"></div>",
+            "<div class=\"{class}\" data-step=\"{}\" style=\"grid-area:{r}/1/{}/-1\"></div>",
             s.step,
             r + 1
         );
@@ -330,7 +338,7 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
         let r = g.row(snaps.len());
         let _ = write!(
             g.out,
-            "<div class=\"bg viol\" id=\"s-end\" style=\"grid-area:{r}/1/{}/-1\"></div>",
+            "<div class=\"bg viol\" data-step=\"end\" style=\"grid-area:{r}/1/{}/-1\"></div>",
             r + 1
         );
     }
@@ -556,10 +564,13 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
             let i = first + kk;
             let r = g.row(i);
             let op = s.op.clone().unwrap_or_default();
-            let head = if s.begins {
-                op.clone()
-            } else {
-                format!("\u{21b3} {op}")
+            // A continued step says what it did; the step column names it.
+            let head = match (s.begins, s.what.split("; ").next()) {
+                (true, _) => op.clone(),
+                (false, Some(w)) if !w.is_empty() && !w.starts_with("blocked") => {
+                    format!("\u{21b3} {w}")
+                }
+                _ => format!("\u{21b3} {op}"),
             };
             let (tail, class) = match s.outcome.as_str() {
                 "blocked" => (" \u{2014} blocked".to_string(), "lbl l-blocked"),
@@ -696,7 +707,7 @@ const ERROR_TRAP: &str = "window.addEventListener('error',function(e){var d=docu
 const LEGEND: &str = "<section class=\"legend\">\
 <span><b>Transaction</b> <i class=\"sw ts-running\">RUNNING</i><i class=\"sw ts-start\">COMMIT_START</i><i class=\"sw ts-doing\">COMMIT_DOING</i><i class=\"sw ts-doing ts-crit\">critical</i><i class=\"sw ts-unblocked\">UNBLOCKED</i><i class=\"sw ts-completed\">COMPLETED</i><i class=\"sw ts-aborted\">aborted</i></span>\
 <span><b>Task</b> <i class=\"sw op\">operation</i><i class=\"sw op blocked\">blocked</i><i class=\"sw handle-sw\">&nbsp;</i>holds a handle; \u{2713} done, \u{2717} errno</span>\
-<span><b>Block group</b> <i class=\"sw tr-tree\">T</i>cache tree <i class=\"sw tr-new\">A</i>on A's new_bgs <i class=\"sw tr-item\">I</i>item <i class=\"sw tr-item-c\">C</i>committed <i class=\"sw tr-dirty\">D</i>dirty_bgs <i class=\"sw tr-spliced\">S</i>start_dirty's list <i class=\"sw tr-io\">IO</i>io_bgs <i class=\"sw tr-written\">w</i>written <i class=\"sw refs bad\">2</i>refs off</span>\
+<span><b>Block group</b> <i class=\"sw tr-tree\">T</i>cache tree <i class=\"sw tr-new\">A</i>on A's new_bgs <i class=\"sw tr-item\">I</i>item <i class=\"sw tr-item-c\">C</i>committed <i class=\"sw tr-noitem\">!</i>dirty, no item <i class=\"sw tr-dirty\">D</i>dirty_bgs <i class=\"sw tr-spliced\">S</i>start_dirty's list <i class=\"sw tr-io\">IO</i>io_bgs <i class=\"sw tr-written\">w</i>written <i class=\"sw refs bad\">2</i>refs off</span>\
 </section>\n";
 
 /// Runs `scenario` and draws it: the page and the run.

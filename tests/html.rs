@@ -102,7 +102,7 @@ fn page_has_a_lane_per_task_bg_and_transaction_and_marks_the_violation() {
     // The violation: its row, its mark, the report with the kernel's words.
     let v = run.violation.as_ref().expect("the bug is caught");
     assert_eq!(v.step, 9);
-    assert!(html.contains("class=\"bg viol\" id=\"s10\""));
+    assert!(html.contains("class=\"bg viol\" data-step=\"10\""));
     assert!(html.contains("VIOLATION abort-enoent-outside-critical"));
     assert!(html.contains("BTRFS: Transaction aborted (error -2)"));
     // The race itself, in bg 1313M's lane: on A's new_bgs, spliced onto

@@ -121,7 +121,7 @@
     Object.keys(s).forEach(function (k) {
       if (STEP_FIELDS.indexOf(k) >= 0) return;
       var v = s[k];
-      if (Array.isArray(v) && v.length && typeof v[0] === 'object') return;
+      if (LISTS[k] || (Array.isArray(v) && v.length && typeof v[0] === 'object')) return;
       var tr = el('tr');
       tr.appendChild(el('td', 'k', k));
       var ch = p && JSON.stringify(p[k]) !== JSON.stringify(v);
@@ -190,6 +190,11 @@
     cursor.classList.add('pinned');
     shown = null;
     show(k);
+    // Bring the row into the chart's view (rows have no ids: the window
+    // itself does not jump).
+    var chart = document.getElementById('chart');
+    var row = parseFloat(getComputedStyle(document.documentElement).getPropertyValue('--row'));
+    chart.scrollTop = Math.max(0, k * row - chart.clientHeight / 3);
     return true;
   }
   window.addEventListener('hashchange', fromHash);
