@@ -373,8 +373,9 @@ fn chromium_loads_the_page_without_console_errors() {
     assert!(b.stdout.contains("After step 10: C: continue"));
     assert!(b.stdout.contains("-ENOENT (raised by the model)"));
     let render_ms = html_attr(&b.stdout, "data-render-ms").unwrap_or("?");
+    let load_ms = html_attr(&b.stdout, "data-load-ms").expect("the load event came");
     eprintln!(
-        "chromium: page loaded and its script done {render_ms} ms after navigation start; chromium ran {:.2} s",
+        "chromium: the page's script done {render_ms} ms, its load event {load_ms} ms after navigation start; chromium ran {:.2} s",
         b.elapsed.as_secs_f64()
     );
 

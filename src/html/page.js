@@ -199,6 +199,11 @@
   }
   window.addEventListener('hashchange', fromHash);
   if (!fromHash()) show(focus);
+  // For the browser test: the script ran to its end, and when (ms since
+  // navigation start) it did and the load event came.
   document.documentElement.setAttribute('data-ready', '1');
   document.documentElement.setAttribute('data-render-ms', performance.now().toFixed(1));
+  window.addEventListener('load', function () {
+    document.documentElement.setAttribute('data-load-ms', performance.now().toFixed(1));
+  });
 })();
