@@ -565,7 +565,7 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
             let r = g.row(i);
             let op = s.op.clone().unwrap_or_default();
             // A continued step says what it did; the step column names it.
-            let head = match (s.begins, s.what.split("; ").next()) {
+            let head = match (s.begins, s.what.split("; ").find(|w| *w != "(drain)")) {
                 (true, _) => op.clone(),
                 (false, Some(w)) if !w.is_empty() && !w.starts_with("blocked") => {
                     format!("\u{21b3} {w}")
@@ -652,11 +652,8 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
     out.push_str("</p></header>\n");
     match (viol, violation_report(run)) {
         (Some(v), Some(text)) => {
-            let anchor = if end_row {
-                "s-end".to_string()
-            } else {
-                format!("s{}", v.step + 1)
-            };
+            // The page's script pins `#sN`; at the end, the last step.
+            let anchor = format!("s{}", v.step.min(run.steps.len().saturating_sub(1)) + 1);
             let _ = writeln!(
                 out,
                 "<section class=\"verdict bad\"><h2>VIOLATION {} <a href=\"#{anchor}\">at {}</a></h2><pre>{}</pre></section>",

@@ -315,12 +315,11 @@ fn repro(
     }
     if print_script {
         print!("{}", r.scenario.print());
+    } else if json && picture.events {
+        let j = bgfuzz::snapshot::with_events(report::json(&r), &snaps);
+        println!("{}", serde_json::to_string(&j)?);
     } else if json {
-        let mut v = serde_json::to_value(report::json(&r))?;
-        if picture.events {
-            v["events"] = serde_json::to_value(bgfuzz::snapshot::per_step(&snaps))?;
-        }
-        println!("{}", serde_json::to_string(&v)?);
+        println!("{}", serde_json::to_string(&report::json(&r))?);
     } else {
         print!("{}", report::full(&r));
     }

@@ -482,8 +482,18 @@ fn done_text(run: &Run, d: Done) -> Option<String> {
     })
 }
 
-/// The per-step snapshots of `repro --json --events`: one per step, in
-/// order (the mkfs state left out).
-pub fn per_step(snaps: &[Snapshot]) -> &[Snapshot] {
-    snaps.get(1..).unwrap_or(&[])
+/// `repro --json --events`: the run's JSON and `events`, one snapshot per
+/// step, in order (the mkfs state left out).
+#[derive(Serialize)]
+pub struct JsonWithEvents<'a> {
+    #[serde(flatten)]
+    pub run: crate::report::JsonRun,
+    pub events: &'a [Snapshot],
+}
+
+pub fn with_events(run: crate::report::JsonRun, snaps: &[Snapshot]) -> JsonWithEvents<'_> {
+    JsonWithEvents {
+        run,
+        events: snaps.get(1..).unwrap_or(&[]),
+    }
 }

@@ -532,3 +532,26 @@ fn campaign_index_links_a_picture_per_replayable_crash() {
     }
     assert!(attr_values(&index, "src").is_empty());
 }
+
+#[test]
+fn a_violation_at_the_end_gets_its_own_row() {
+    let (mut run, snaps) = capture(&seed_race(), Variant::BugFf1f8250, Mode::Strict).unwrap();
+    let v = run.violation.as_mut().unwrap();
+    v.step = run.steps.len();
+    let html = page("end", &run, &snaps);
+    assert!(html.contains("data-step=\"end\""));
+    assert!(html.contains("end of run"));
+    assert!(html.contains("at the end of the run"));
+    // One more row than steps and mkfs.
+    assert!(html.contains(&format!("repeat({},var(--row))", snaps.len() + 1)));
+}
+
+#[test]
+fn an_empty_script_draws_mkfs_only() {
+    let scn = Scenario::parse(b"# nothing\n").unwrap();
+    let (run, snaps) = capture(&scn, Variant::Fixed, Mode::Strict).unwrap();
+    assert_eq!(snaps.len(), 1);
+    let html = page("empty", &run, &snaps);
+    assert!(html.contains("No violation in 0 step(s)"));
+    assert_eq!(html.matches("<div class=\"h h-bg\"").count(), 3);
+}
