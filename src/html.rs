@@ -20,7 +20,7 @@ use crate::campaign::{CampaignReport, CrashStatus};
 use crate::report::{annotated_script, violation_report};
 use crate::run::{Mode, Run};
 use crate::scenario::Scenario;
-use crate::snapshot::{capture, BgState, Snapshot};
+use crate::snapshot::{capture_last, BgState, Snapshot};
 
 /// A page shows at most this many steps: the last ones, where a violation
 /// is (a run stops at its first). `--json --events` has them all.
@@ -241,15 +241,19 @@ impl Grid {
     }
 }
 
-/// The page for a run: `snaps` as [`capture`] made them; `source` names the
-/// input (a file name, shown in the title).
+/// The page for a run: `snaps` as [`capture`] or [`capture_last`] made
+/// them (consecutive steps up to the last); `source` names the input (a
+/// file name, shown in the title).
 pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
+    // Indices below are into `snaps`; `base` is the step of `snaps[0]`.
+    let base = snaps.first().map_or(0, |s| s.step);
     let first = snaps.len().saturating_sub(MAX_ROWS);
     let shown = &snaps[first..];
+    let first_step = shown.first().map_or(0, |s| s.step);
     let viol = run.violation.as_ref();
     // The row of the violation: its step's snapshot, or one row past the
     // last for a violation found at the end.
-    let viol_snap = viol.map(|v| v.step + 1);
+    let viol_snap = viol.and_then(|v| (v.step + 1).checked_sub(base));
     let end_row = viol.is_some_and(|v| v.step >= run.steps.len());
 
     let mut transids: Vec<u64> = shown
@@ -519,28 +523,34 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
                 title: format!("{t} holds a handle on transaction {} ({})", h.transid, h.ty),
             })
         });
-        // An operation instance is numbered by the step that began it.
-        let mut inst = vec![None; snaps.len()];
-        let mut cur = None;
+        // An operation instance is numbered by the row that began it (or
+        // the first row, for one begun before it), with its name.
+        let mut inst: Vec<Option<(usize, String)>> = vec![None; snaps.len()];
+        let mut cur: Option<(usize, String)> = None;
         for (i, s) in snaps.iter().enumerate() {
             let mine = s.task == Some(t);
-            if mine && s.begins {
-                cur = Some(i);
-            }
-            let in_op = s
+            let op = s
                 .state
                 .tasks
                 .iter()
                 .find(|x| x.task == t)
-                .is_some_and(|x| x.op.is_some());
-            inst[i] = if mine || in_op { cur } else { None };
-            if !in_op {
+                .and_then(|x| x.op.clone());
+            if mine && s.begins {
+                cur = Some((i, s.op.clone().unwrap_or_default()));
+            } else if cur.is_none() {
+                cur = op.clone().map(|o| (i, o));
+            }
+            inst[i] = if mine || op.is_some() {
+                cur.clone()
+            } else {
+                None
+            };
+            if op.is_none() {
                 cur = None;
             }
         }
         g.bands(snaps, col, |s| {
-            let began = inst[s.step]?;
-            let op = snaps[began].op.clone().unwrap_or_default();
+            let (began, op) = inst[s.step - base].clone()?;
             let st = s.state.tasks.iter().find(|x| x.task == t);
             match st.and_then(|x| x.waiting.clone()) {
                 Some(w) => Some(Cell {
@@ -616,11 +626,12 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
          <meta name=\"viewport\" content=\"width=device-width\">\
          <title>{}</title>\
          <script>{ERROR_TRAP}</script><style>{CSS}</style></head>\n\
-         <body data-first=\"{first}\" data-focus=\"{}\" data-rows=\"{}\">",
+         <body data-first=\"{first_step}\" data-focus=\"{}\" data-rows=\"{}\">",
         esc(&title),
         viol_snap
             .map(|i| i.min(snaps.len().saturating_sub(1)))
-            .unwrap_or(snaps.len().saturating_sub(1)),
+            .unwrap_or(snaps.len().saturating_sub(1))
+            + base,
         nrows
     );
     let _ = write!(out, "<header><h1>{}</h1><p>", esc(&title));
@@ -642,11 +653,11 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
             .collect::<Vec<_>>()
             .join(" "))
     );
-    if first > 0 {
+    if first_step > 1 {
         let _ = write!(
             out,
             " <b>Steps 1 to {} are not drawn</b> (a page draws at most {MAX_ROWS}); <code>repro --json --events</code> has every step.",
-            snaps[first].step - 1
+            first_step - 1
         );
     }
     out.push_str("</p></header>\n");
@@ -714,7 +725,7 @@ pub fn render(
     variant: bgfuzz_engine::Variant,
     mode: Mode,
 ) -> Result<(String, Run), crate::run::RunError> {
-    let (run, snaps) = capture(scenario, variant, mode)?;
+    let (run, snaps) = capture_last(scenario, variant, mode, MAX_ROWS)?;
     Ok((page(source, &run, &snaps), run))
 }
 

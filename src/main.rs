@@ -302,8 +302,10 @@ fn repro(
     } else {
         Mode::Strict
     };
-    let (r, snaps) = if picture.html.is_some() || picture.events {
+    let (r, snaps) = if picture.events {
         bgfuzz::snapshot::capture(&scn, variant, mode)
+    } else if picture.html.is_some() {
+        bgfuzz::snapshot::capture_last(&scn, variant, mode, bgfuzz::html::MAX_ROWS)
     } else {
         run(&scn, variant, mode).map(|r| (r, Vec::new()))
     }

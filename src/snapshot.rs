@@ -178,7 +178,10 @@ pub struct ExtentRecord {
 /// What the observer keeps between steps.
 #[derive(Default)]
 struct Capture {
-    states: Vec<State>,
+    /// The last `keep` states; `dropped` went before them.
+    states: std::collections::VecDeque<State>,
+    keep: usize,
+    dropped: usize,
     /// Transactions shown completed once; later snapshots leave them out.
     completed: BTreeSet<u64>,
     /// Per bg: the last step that wrote it.
@@ -188,7 +191,7 @@ struct Capture {
 
 impl Capture {
     fn observe(&mut self, e: &Engine, step: Option<&RanStep>) {
-        let n = self.states.len();
+        let n = self.dropped + self.states.len();
         if let Some(s) = step {
             for ev in &s.events {
                 if let Event::BgWritten { bg, .. } = ev {
@@ -210,7 +213,11 @@ impl Capture {
                 self.completed.insert(t.transid);
             }
         }
-        self.states.push(state);
+        if self.states.len() == self.keep {
+            self.states.pop_front();
+            self.dropped += 1;
+        }
+        self.states.push_back(state);
     }
 }
 
@@ -415,10 +422,27 @@ pub fn capture(
     variant: bgfuzz_engine::Variant,
     mode: Mode,
 ) -> Result<(Run, Vec<Snapshot>), RunError> {
-    let mut cap = Capture::default();
+    capture_last(scenario, variant, mode, usize::MAX)
+}
+
+/// [`capture`], keeping only the last `keep` snapshots (a picture draws a
+/// bounded number of rows; a million-step script must not hold a million
+/// copies of the engine's state).
+pub fn capture_last(
+    scenario: &Scenario,
+    variant: bgfuzz_engine::Variant,
+    mode: Mode,
+    keep: usize,
+) -> Result<(Run, Vec<Snapshot>), RunError> {
+    let mut cap = Capture {
+        keep: keep.max(1),
+        ..Capture::default()
+    };
     let run = run_observed(scenario, variant, mode, &mut |e, s| cap.observe(e, s))?;
     let mut snaps = Vec::with_capacity(cap.states.len());
-    for (i, state) in cap.states.into_iter().enumerate() {
+    let dropped = cap.dropped;
+    for (k, state) in cap.states.into_iter().enumerate() {
+        let i = dropped + k;
         let snap = match i.checked_sub(1).and_then(|j| run.steps.get(j)) {
             None => Snapshot {
                 step: 0,

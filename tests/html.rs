@@ -206,7 +206,7 @@ fn a_long_run_draws_its_last_steps() {
     assert_eq!(full.matches("<div class=\"step").count(), snaps.len());
     // Past the cap, the first steps are left out and the page says so.
     let cap = bgfuzz::html::MAX_ROWS;
-    while snaps.len() <= cap {
+    while snaps.len() < cap + 2 {
         let mut s = snaps.last().unwrap().clone();
         s.step += 1;
         snaps.push(s);
@@ -554,4 +554,26 @@ fn an_empty_script_draws_mkfs_only() {
     let html = page("empty", &run, &snaps);
     assert!(html.contains("No violation in 0 step(s)"));
     assert_eq!(html.matches("<div class=\"h h-bg\"").count(), 3);
+}
+
+#[test]
+fn a_window_of_the_last_steps_draws_like_the_whole() {
+    let bytes = std::fs::read(manifest_dir().join("corpus/scripts/btrfs-078-like.scn")).unwrap();
+    let scn = Scenario::parse(&bytes).unwrap();
+    let (run, all) = capture(&scn, Variant::Fixed, Mode::Strict).unwrap();
+    let (_, last) =
+        bgfuzz::snapshot::capture_last(&scn, Variant::Fixed, Mode::Strict, 100).unwrap();
+    assert_eq!(last.len(), 100);
+    assert_eq!(last[0].step, all.len() - 100);
+    assert_eq!(
+        serde_json::to_string(&last).unwrap(),
+        serde_json::to_string(&all[all.len() - 100..]).unwrap(),
+        "the same snapshots"
+    );
+    let html = page("078", &run, &last);
+    assert_eq!(html.matches("<div class=\"step").count(), 100);
+    assert!(html.contains(&format!("Steps 1 to {} are not drawn", last[0].step - 1)));
+    assert!(html.contains(&format!("data-first=\"{}\"", last[0].step)));
+    // Operations in progress when the window opens are still drawn.
+    assert!(html.contains("class=\"op"));
 }
