@@ -81,9 +81,15 @@ pub struct State {
     pub block_groups: Vec<BgState>,
     /// `fs_info->unused_bgs`.
     pub unused_bgs: Vec<String>,
-    /// Extents neither freed nor failed.
+    /// How many extents are neither freed nor failed.
+    pub extents_live: usize,
+    /// The first [`LISTED`] of them.
     pub extents: Vec<ExtentRecord>,
 }
+
+/// Long lists in a snapshot are cut to this many entries (their length is
+/// given): a snapshot stays small however long the run.
+pub const LISTED: usize = 256;
 
 /// `struct btrfs_transaction`.
 #[derive(Clone, Debug, Serialize)]
@@ -99,7 +105,9 @@ pub struct TransState {
     /// `btrfs_start_dirty_block_groups`' local list.
     pub writeout: Vec<String>,
     pub dirty_bg_run: bool,
-    /// Queued delayed refs: `e3 add`, `e1 drop`.
+    /// How many delayed refs are queued.
+    pub delayed_refs_queued: usize,
+    /// The first [`LISTED`] of them: `e3 add`, `e1 drop`.
     pub delayed_refs: Vec<String>,
     /// `cur_trans->aborted`: the errno and who raised it.
     pub aborted: Option<String>,
@@ -178,10 +186,13 @@ pub struct ExtentRecord {
 /// What the observer keeps between steps.
 #[derive(Default)]
 struct Capture {
-    /// The last `keep` states; `dropped` went before them.
+    /// The last `keep` states.
     states: std::collections::VecDeque<State>,
     keep: usize,
-    dropped: usize,
+    /// States observed so far (mkfs's included).
+    seen: usize,
+    /// States before the window: not computed at all.
+    skip: usize,
     /// Transactions shown completed once; later snapshots leave them out.
     completed: BTreeSet<u64>,
     /// Per bg: the last step that wrote it.
@@ -191,7 +202,8 @@ struct Capture {
 
 impl Capture {
     fn observe(&mut self, e: &Engine, step: Option<&RanStep>) {
-        let n = self.dropped + self.states.len();
+        let n = self.seen;
+        self.seen += 1;
         if let Some(s) = step {
             for ev in &s.events {
                 if let Event::BgWritten { bg, .. } = ev {
@@ -207,6 +219,18 @@ impl Capture {
                 _ => Some(s.op.to_string()),
             };
         }
+        if n < self.skip {
+            if n + 1 == self.skip {
+                // Transactions completed before the window stay out of it.
+                self.completed = e
+                    .transactions()
+                    .iter()
+                    .filter(|t| t.state == bgfuzz_engine::TransState::Completed)
+                    .map(|t| t.transid)
+                    .collect();
+            }
+            return;
+        }
         let state = State::of(e, &self.completed, &self.written, &self.ops);
         for t in &state.transactions {
             if t.state == "COMPLETED" {
@@ -215,7 +239,6 @@ impl Capture {
         }
         if self.states.len() == self.keep {
             self.states.pop_front();
-            self.dropped += 1;
         }
         self.states.push_back(state);
     }
@@ -249,9 +272,11 @@ impl State {
                 io_bgs: names(e, t.io_bgs.iter().copied()),
                 writeout: names(e, t.writeout.iter().copied()),
                 dirty_bg_run: t.dirty_bg_run,
+                delayed_refs_queued: t.delayed_refs.len(),
                 delayed_refs: t
                     .delayed_refs
                     .iter()
+                    .take(LISTED)
                     .map(|r| {
                         let a = match r.action {
                             bgfuzz_engine::RefAction::Add => "add",
@@ -335,27 +360,28 @@ impl State {
                 }
             })
             .collect();
-        let extents = e
-            .extents()
-            .iter()
-            .filter_map(|x| {
-                let state = match x.state {
-                    ExtentState::Pending => "pending",
-                    ExtentState::Reserved => "reserved",
-                    ExtentState::Allocated => "allocated",
-                    ExtentState::Dropping => "dropping",
-                    ExtentState::Failed | ExtentState::Freed => return None,
-                };
-                Some(ExtentRecord {
+        let mut extents_live = 0;
+        let mut extents = Vec::new();
+        for x in e.extents() {
+            let state = match x.state {
+                ExtentState::Pending => "pending",
+                ExtentState::Reserved => "reserved",
+                ExtentState::Allocated => "allocated",
+                ExtentState::Dropping => "dropping",
+                ExtentState::Failed | ExtentState::Freed => continue,
+            };
+            extents_live += 1;
+            if extents.len() < LISTED {
+                extents.push(ExtentRecord {
                     name: x.id.to_string(),
                     kind: x.kind.to_string(),
                     bg: x.bg.map(|b| bg_name(e, b)),
                     start: x.start,
                     len: x.len,
                     state,
-                })
-            })
-            .collect();
+                });
+            }
+        }
         State {
             running_transaction: e.running_transaction(),
             fs_error: e.fs_error(),
@@ -364,6 +390,7 @@ impl State {
             tasks,
             block_groups,
             unused_bgs: names(e, e.unused_bgs().iter().copied()),
+            extents_live,
             extents,
         }
     }
@@ -434,13 +461,21 @@ pub fn capture_last(
     mode: Mode,
     keep: usize,
 ) -> Result<(Run, Vec<Snapshot>), RunError> {
+    // A first, plain run counts the steps, so that the second computes
+    // only the states it keeps (runs are deterministic).
+    let skip = if keep == usize::MAX {
+        0
+    } else {
+        (crate::run::run(scenario, variant, mode)?.steps.len() + 1).saturating_sub(keep)
+    };
     let mut cap = Capture {
         keep: keep.max(1),
+        skip,
         ..Capture::default()
     };
     let run = run_observed(scenario, variant, mode, &mut |e, s| cap.observe(e, s))?;
     let mut snaps = Vec::with_capacity(cap.states.len());
-    let dropped = cap.dropped;
+    let dropped = cap.seen - cap.states.len();
     for (k, state) in cap.states.into_iter().enumerate() {
         let i = dropped + k;
         let snap = match i.checked_sub(1).and_then(|j| run.steps.get(j)) {

@@ -577,3 +577,21 @@ fn a_window_of_the_last_steps_draws_like_the_whole() {
     // Operations in progress when the window opens are still drawn.
     assert!(html.contains("class=\"op"));
 }
+
+#[test]
+fn long_lists_are_cut_and_counted() {
+    // 300 extents allocated, none of their refs run: 300 live extents and
+    // 300 queued refs, listed up to LISTED.
+    let mut text = String::from("A: start\n");
+    for _ in 0..300 {
+        text.push_str("A: alloc data 4K\n");
+    }
+    let scn = Scenario::parse(text.as_bytes()).unwrap();
+    let (_, snaps) = capture(&scn, Variant::Fixed, Mode::Strict).unwrap();
+    let at = snaps.iter().find(|s| s.step == 301).expect("step 301");
+    assert_eq!(at.state.extents_live, 300);
+    assert_eq!(at.state.extents.len(), bgfuzz::snapshot::LISTED);
+    let t = &at.state.transactions[0];
+    assert_eq!(t.delayed_refs_queued, 300);
+    assert_eq!(t.delayed_refs.len(), bgfuzz::snapshot::LISTED);
+}
