@@ -703,9 +703,27 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
     let _ = writeln!(
         out,
         "<script type=\"application/json\" id=\"snapshots\">{}</script>\n<script>{JS}</script>\n</body></html>",
-        script_json(&shown)
+        script_json(&panel_snapshots(shown))
     );
     out
+}
+
+/// The hover panel lists at most this many extents and delayed refs per
+/// step (their counts are given): a page of 2000 steps stays small.
+pub const PANEL_LISTED: usize = 16;
+
+fn panel_snapshots(shown: &[Snapshot]) -> Vec<Snapshot> {
+    shown
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.state.extents.truncate(PANEL_LISTED);
+            for t in &mut s.state.transactions {
+                t.delayed_refs.truncate(PANEL_LISTED);
+            }
+            s
+        })
+        .collect()
 }
 
 /// Runs before anything else: records script errors and failed loads on
