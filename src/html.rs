@@ -28,7 +28,8 @@ pub const MAX_ROWS: usize = 2000;
 
 const CSS: &str = include_str!("html/page.css");
 const JS: &str = include_str!("html/page.js");
-/// Row heights, as in page.css (`--row`, `--head1`, `--head2`).
+/// Grid rows above the first step: lane titles and track letters
+/// (`--head1`, `--head2` in page.css; page.js counts on 2).
 const HEADER_ROWS: usize = 2;
 
 /// One track of a block group's lane: its header letter, what it shows,
