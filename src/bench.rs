@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use bgfuzz_engine::Variant;
+use crate::variant::Variant;
 use serde::Serialize;
 
 use crate::run::{run, Mode};
@@ -94,7 +94,7 @@ pub fn bench(cfg: &BenchConfig) -> Bench {
     let mut sps = Vec::new();
     for round in 0..cfg.rounds {
         let t = Instant::now();
-        let (tally, _) = search(1000 + round as u64, Variant::Fixed, |t| {
+        let (tally, _) = search(1000 + round as u64, Variant::FIXED, |t| {
             t.cases < cfg.cases_per_round
         });
         let el = secs(t.elapsed());
@@ -164,7 +164,7 @@ pub fn bench(cfg: &BenchConfig) -> Bench {
             let t = Instant::now();
             let mut n = 0usize;
             for _ in 0..20 {
-                let r = run(scn, Variant::Fixed, Mode::Strict).expect("the replay script is valid");
+                let r = run(scn, Variant::FIXED, Mode::Strict).expect("the replay script is valid");
                 n += r.steps.len();
             }
             steps = n / 20;

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::variant::Variant;
 use anyhow::{bail, Context};
-use bgfuzz_engine::Variant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -761,7 +761,7 @@ mod tests {
     /// Violating inputs of the bug variant, as libFuzzer would save them.
     fn artifacts(dir: &Path, n: usize) -> Vec<PathBuf> {
         let (_, found) =
-            crate::search::search_hits(3, Variant::BugFf1f8250, n, |t| t.cases < 100_000);
+            crate::search::search_hits(3, Variant::BUG_FF1F8250, n, |t| t.cases < 100_000);
         let mut buf = Vec::new();
         found
             .iter()
@@ -779,7 +779,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let arts = artifacts(dir.path(), 6);
         assert_eq!(arts.len(), 6);
-        let c = cfg(dir.path(), Variant::BugFf1f8250);
+        let c = cfg(dir.path(), Variant::BUG_FF1F8250);
         let crashes = triage(&c, "scenario", &arts, &[]);
         assert_eq!(crashes.len(), 1, "{crashes:#?}");
         let crash = &crashes[0];
@@ -796,7 +796,7 @@ mod tests {
         assert_eq!(again[0].status, CrashStatus::Known);
         assert!(again[0].known_as.as_deref().unwrap().ends_with("kept.scn"));
         // Under the fixed engine the same inputs reproduce nothing.
-        let fixed = triage(&cfg(dir.path(), Variant::Fixed), "scenario", &arts, &[]);
+        let fixed = triage(&cfg(dir.path(), Variant::FIXED), "scenario", &arts, &[]);
         assert!(fixed.iter().all(|c| c.status == CrashStatus::Unreproduced));
     }
 
@@ -804,7 +804,7 @@ mod tests {
     fn the_report_names_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let arts = artifacts(dir.path(), 2);
-        let c = cfg(dir.path(), Variant::BugFf1f8250);
+        let c = cfg(dir.path(), Variant::BUG_FF1F8250);
         let report = CampaignReport {
             variant: "bug-ff1f8250".into(),
             seconds_per_target: 60,

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bgfuzz_engine::Variant;
+use crate::variant::Variant;
 
 use crate::oracles::ViolationKind;
 use crate::run::{run, Mode};

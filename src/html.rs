@@ -640,7 +640,7 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
         out,
         "{} \u{2014} {}; {} step(s), tasks {}, {} block group(s), transactions {}.",
         esc(run.variant.name()),
-        esc(run.variant.commit()),
+        esc(run.variant.description()),
         run.steps.len(),
         esc(&tasks
             .iter()
@@ -741,7 +741,7 @@ const LEGEND: &str = "<section class=\"legend\">\
 pub fn render(
     source: &str,
     scenario: &Scenario,
-    variant: bgfuzz_engine::Variant,
+    variant: crate::variant::Variant,
     mode: Mode,
 ) -> Result<(String, Run), crate::run::RunError> {
     let (run, snaps) = capture_last(scenario, variant, mode, MAX_ROWS)?;
@@ -752,7 +752,7 @@ pub fn render(
 /// with a picture (`races/<n>-<kind>.html`) when its script replays.
 pub fn write_index(out: &Path, report: &CampaignReport) -> anyhow::Result<()> {
     let variant =
-        bgfuzz_engine::Variant::parse(&report.variant).unwrap_or(bgfuzz_engine::Variant::Fixed);
+        crate::variant::Variant::parse(&report.variant).unwrap_or(crate::variant::Variant::FIXED);
     let mut body = String::new();
     let verdict = if report.new_crashes > 0 {
         format!("{} new crash group(s)", report.new_crashes)

@@ -21,6 +21,9 @@ pub mod scenario;
 pub mod search;
 pub mod snapshot;
 pub mod targets;
+pub mod variant;
+
+pub use variant::Variant;
 
 pub use bgfuzz_engine as engine;
 pub use bgfuzz_failpoints as failpoints;

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bgfuzz::check::{check_paths, outcome_name};
-use bgfuzz::engine::Variant;
 use bgfuzz::generate::decode;
 use bgfuzz::minimize::{minimize, Minimized};
+use bgfuzz::variant::Variant;
 
 use bgfuzz::report;
 use bgfuzz::run::{run, Mode};
@@ -37,8 +37,8 @@ enum Command {
     /// Exit 0: no violation, 1: a violation, 2: invalid input.
     Repro {
         file: PathBuf,
-        /// Overrides the script's `variant` line.
-        #[arg(long, value_parser = parse_variant)]
+        #[arg(long, value_parser = parse_variant,
+              help = variant_help("Overrides the script's `variant` line."))]
         variant: Option<Variant>,
         /// Print {"variant","steps","violation"} instead.
         #[arg(long)]
@@ -73,7 +73,8 @@ enum Command {
         /// every variant, ready for corpus/scripts/).
         #[arg(short, long)]
         out: Option<PathBuf>,
-        #[arg(long, value_parser = parse_variant)]
+        #[arg(long, value_parser = parse_variant,
+              help = variant_help("Overrides the script's `variant` line."))]
         variant: Option<Variant>,
         #[command(flatten)]
         input: InputKind,
@@ -82,7 +83,8 @@ enum Command {
     /// arguments: the fixed engine for a short budget, then each bug variant
     /// until it is found, and a table.
     Run {
-        #[arg(long, value_parser = parse_variant)]
+        #[arg(long, value_parser = parse_variant,
+              help = variant_help("Search this variant only (default: fixed, then each bug variant)."))]
         variant: Option<Variant>,
         /// Wall-clock budget per variant, e.g. 30s, 5m (outside the runs:
         /// each case stays reproducible from its seed and index).
@@ -122,9 +124,8 @@ enum Command {
         /// Parallel fuzzing processes per target (libFuzzer -fork).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
-        /// The engine the `scenario` target judges; default BGFUZZ_VARIANT,
-        /// else fixed.
-        #[arg(long, value_parser = parse_variant)]
+        #[arg(long, value_parser = parse_variant,
+              help = variant_help("The engine the `scenario` target judges; default BGFUZZ_VARIANT, else fixed."))]
         variant: Option<Variant>,
         #[arg(long, default_value = "campaign-out")]
         out: PathBuf,
@@ -140,6 +141,13 @@ enum Command {
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// List the variants: each one's patches (upstream commit, title,
+    /// kernel version, fix or feature) and, for a bug variant, the oracle
+    /// expected to catch it.
+    Variants {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -185,13 +193,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// A `--variant` help text: `what`, then the known names.
+fn variant_help(what: &str) -> String {
+    format!(
+        "{what} One of: {} (see `bgfuzz variants`)",
+        Variant::known_names()
+    )
+}
+
 fn parse_variant(s: &str) -> Result<Variant, String> {
-    Variant::parse(s).ok_or_else(|| {
-        format!(
-            "unknown variant `{s}` (known: {})",
-            Variant::ALL.map(|v| v.name()).join(", ")
-        )
-    })
+    Variant::parse(s)
+        .ok_or_else(|| format!("unknown variant `{s}` (known: {})", Variant::known_names()))
 }
 
 /// Invalid input: the message names the file and line.
@@ -221,6 +233,7 @@ fn main() -> ExitCode {
             Picture { html, events },
         ),
         Command::Check { paths } => check(&paths),
+        Command::Variants { json } => variants_cmd(json),
         Command::Minimize {
             file,
             out,
@@ -254,7 +267,7 @@ fn main() -> ExitCode {
             variant: match variant {
                 Some(v) => v,
                 None => match env_variant() {
-                    Ok(v) => v.unwrap_or(Variant::Fixed),
+                    Ok(v) => v.unwrap_or(Variant::FIXED),
                     Err(e) => {
                         eprintln!("bgfuzz: {e}");
                         return ExitCode::from(2);
@@ -563,7 +576,7 @@ fn run_cmd(
     }
     // The main job: the fixed engine for a budget, each bug until found.
     let mut rows = vec![search_variant(
-        Variant::Fixed,
+        Variant::FIXED,
         time,
         cases.or(Some(DEFAULT_CASES)),
         seed,
@@ -635,6 +648,66 @@ fn bench_cmd(json: bool, rounds: usize, seeds: usize) -> anyhow::Result<ExitCode
         println!("{}", serde_json::to_string_pretty(&b)?);
     } else {
         print!("{}", bgfuzz::bench::table(&b));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bgfuzz variants`: the variant table and the patch table it is built on.
+fn variants_cmd(json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let rows: Vec<serde_json::Value> = Variant::ALL
+            .iter()
+            .map(|v| {
+                let patches: Vec<serde_json::Value> = v
+                    .patches()
+                    .iter()
+                    .map(|p| {
+                        let p = p.patch();
+                        serde_json::json!({
+                            "id": p.id,
+                            "title": p.title,
+                            "kernel": p.kernel,
+                            "kind": p.kind.name(),
+                            "file": p.file,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": v.name(),
+                    "description": v.description(),
+                    "patches": patches,
+                    "missing_fix": v.bug_patch().map(|p| p.patch().id),
+                    "expected_violation": v.expected_violation(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for v in Variant::ALL {
+        println!("{}: {}", v.name(), v.description());
+        if v.patches().is_empty() {
+            println!("  patches: none");
+        }
+        for p in v.patches().iter() {
+            let p = p.patch();
+            println!(
+                "  {} {:<7} {:<5} \"{}\" ({})",
+                p.id,
+                p.kind.name(),
+                p.kernel,
+                p.title,
+                p.file
+            );
+        }
+        if let (Some(p), Some(kind)) = (v.bug_patch(), v.expected_violation()) {
+            println!(
+                "  lacks {} (\"{}\"); expected oracle: {kind}",
+                p.patch().id,
+                p.patch().title
+            );
+        }
+        println!();
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,8 @@
 //! shrinking goes on from, so the result is always a strict script that
 //! replays to the same violation.
 
-use bgfuzz_engine::{Kind, Op, Variant, MAX_TASKS};
+use crate::variant::Variant;
+use bgfuzz_engine::{Kind, Op, MAX_TASKS};
 
 use crate::oracles::ViolationKind;
 use crate::run::{run, Mode, Run};

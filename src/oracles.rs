@@ -1,12 +1,12 @@
 //! Invariant checks over the engine's read-only view and event stream
-//! (MODEL.md, "Oracles"). Checked after every step and at the end of a run,
-//! in MODEL.md's order; the first that fires names the violation.
+//! (docs/model.md, "Oracles"). Checked after every step and at the end of a
+//! run, in a fixed order; the first that fires names the violation.
 
 use std::fmt;
 
 use bgfuzz_engine::{
     task_name, AbortInfo, BgList, DirtyList, Engine, Errno, Event, Item, Key, Kind, Origin, Status,
-    MAX_TASKS,
+    TransState, MAX_TASKS,
 };
 
 /// A violation's stable name, used for deduplication and `expect` lines.
@@ -289,16 +289,33 @@ fn check_refcounts(engine: &Engine) -> Option<Finding> {
             engine.expected_refs(bg)
         };
         if bg.refs != want || (bg.refs == 0 && !bg.removed) {
+            let dead = |t: u64| {
+                engine
+                    .transaction(t)
+                    .is_some_and(|tr| tr.state == TransState::Completed)
+            };
+            let dirty = match bg.dirty_list {
+                DirtyList::None => "none".to_string(),
+                DirtyList::DirtyBgs(t) if dead(t) => {
+                    format!("dirty_bgs of transaction {t}, which is gone")
+                }
+                DirtyList::Writeout(t) if dead(t) => format!(
+                    "btrfs_start_dirty_block_groups' local list of transaction {t}, which is gone"
+                ),
+                DirtyList::DirtyBgs(t) => format!("dirty_bgs of transaction {t}"),
+                DirtyList::Writeout(t) => format!("the local writeout list of transaction {t}"),
+            };
             let lists = format!(
-                "cache tree: {}, dirty_list: {}, unused_bgs: {}",
+                "cache tree: {}, dirty_list: {dirty}, io_list: {}, unused_bgs: {}",
                 !bg.removed,
-                bg.dirty_list != DirtyList::None,
+                bg.on_io_list,
                 bg.bg_list == BgList::UnusedBgs
             );
+            let what = if bg.refs > want { "leaks" } else { "holds" };
             return finding(
                 ViolationKind::BgRefcount,
                 format!(
-                    "{} holds {} ref(s), its lists account for {want} ({lists})",
+                    "{} {what} {} ref(s), its lists account for {want} ({lists})",
                     bg.name(),
                     bg.refs
                 ),
@@ -330,7 +347,24 @@ fn check_list_membership(engine: &Engine) -> Option<Finding> {
     for id in engine.unused_bgs() {
         unused[id.0 as usize] += 1;
     }
+    let mut io = vec![0usize; engine.block_groups().len()];
+    for tr in engine.transactions() {
+        for id in &tr.io_bgs {
+            io[id.0 as usize] += 1;
+        }
+    }
     for (i, bg) in engine.block_groups().iter().enumerate() {
+        if io[i] != usize::from(bg.on_io_list) {
+            return finding(
+                ViolationKind::BgRefcount,
+                format!(
+                    "{}: on_io_list says {} but it is on io_bgs {} time(s)",
+                    bg.name(),
+                    bg.on_io_list,
+                    io[i]
+                ),
+            );
+        }
         let (on, times) = dirty[i];
         let dirty_ok = if bg.dirty_list == DirtyList::None {
             times == 0
@@ -405,13 +439,15 @@ fn check_space_accounting(engine: &Engine) -> Option<Finding> {
 }
 
 /// Oracle 6: no task can take a step, no idle task holds a handle it could
-/// end, and some task is blocked.
+/// end or could run an endio worker for a cache IO in flight, and some task
+/// is blocked.
 fn check_deadlock(engine: &Engine) -> Option<Finding> {
     let mut blocked = Vec::new();
     for t in 0..MAX_TASKS {
         match engine.status(t) {
             Status::Runnable => return None,
             Status::Idle if engine.handle(t).is_some() => return None,
+            Status::Idle if engine.io_to_complete() => return None,
             Status::Blocked(w) => blocked.push(format!("{} {w}", task_name(t))),
             Status::Idle => {}
         }

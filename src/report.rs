@@ -127,7 +127,20 @@ pub fn violation_report(run: &Run) -> Option<String> {
 /// The full human report of `bgfuzz repro`.
 pub fn full(run: &Run) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# variant {}: {}", run.variant, run.variant.commit());
+    let _ = writeln!(
+        out,
+        "# variant {}: {}",
+        run.variant,
+        run.variant.description()
+    );
+    if run.patches != run.variant.patches() {
+        let _ = writeln!(
+            out,
+            "# patches: {} (instead of the variant's {})",
+            run.patches,
+            run.variant.patches()
+        );
+    }
     out.push_str(&annotated_script(run));
     out.push('\n');
     out.push_str(&timeline(run));
@@ -212,6 +225,17 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
             Event::UseAfterFree { bg: id, site } => {
                 parts.push(format!("{}: use after free in {site}", bg(*id)))
             }
+            Event::CacheIoStarted { bg: id } => {
+                parts.push(format!("{}: cache IO started, onto io_bgs", bg(*id)))
+            }
+            Event::CacheIoDone { bg: id } => parts.push(format!("{}: cache IO done", bg(*id))),
+            Event::BgKeptForSpace { bg: id } => parts.push(format!(
+                "{}: set_block_group_ro refused (min_allocable_bytes), kept",
+                bg(*id)
+            )),
+            Event::SystemChunkForced { bg: id } => {
+                parts.push(format!("check_system_chunk: {} created first", bg(*id)))
+            }
         }
     }
     match s.outcome {
@@ -224,6 +248,11 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
             }
             Done::Committed { transid } => parts.push(format!("transaction {transid} committed")),
             Done::Deleted { count } => parts.push(format!("{count} bg(s) deleted")),
+            Done::IoDone { bg } => parts.push(format!(
+                "endio: {}'s cache IO complete",
+                run.engine.bg(bg).name()
+            )),
+            Done::NoIo => parts.push("no cache IO in flight".to_string()),
             Done::Freed { .. } | Done::RanRefs { .. } | Done::Ended => {}
         },
         StepOutcome::Finished(Err(e)) => parts.push(format!("returns -{}", e.errno)),

@@ -6,13 +6,14 @@
 //! strict script that replays exactly.
 
 use bgfuzz_engine::{
-    task_name, Engine, Event, ExtentState, Op, Status, StepOutcome, TaskId, UsageError, Variant,
+    task_name, Engine, Event, ExtentState, Op, Patches, Status, StepOutcome, TaskId, UsageError,
     MAX_TASKS,
 };
 use bgfuzz_failpoints::FailGuard;
 
 use crate::oracles::{Finding, Oracles};
 use crate::scenario::{Action, Scenario, Step};
+use crate::variant::Variant;
 
 /// How the runner treats a step it cannot take as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,9 @@ pub struct Violation {
 #[derive(Clone, Debug)]
 pub struct Run {
     pub variant: Variant,
+    /// The patches the engine ran with: the variant's, unless
+    /// [`run_patched`] overrode them.
+    pub patches: Patches,
     /// The normalized scenario: the input's header with the variant that
     /// ran, and exactly the steps that ran.
     pub scenario: Scenario,
@@ -88,13 +92,28 @@ pub type Observer<'o> = &'o mut dyn FnMut(&Engine, Option<&RanStep>);
 
 /// Runs a scenario under a variant.
 pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, RunError> {
-    run_observed(scenario, variant, mode, &mut |_, _| {})
+    run_patched(scenario, variant, variant.patches(), mode)
 }
 
-/// [`run`], calling `observer` before the first step and after each step.
+/// Runs a scenario under a variant, with the engine built with `patches`
+/// instead of the variant's (e.g. the variant plus one fix, to see which
+/// fix removes a witness). The script means what it means under `variant`;
+/// only the engine's patch set differs.
+pub fn run_patched(
+    scenario: &Scenario,
+    variant: Variant,
+    patches: Patches,
+    mode: Mode,
+) -> Result<Run, RunError> {
+    run_observed(scenario, variant, patches, mode, &mut |_, _| {})
+}
+
+/// [`run_patched`], calling `observer` before the first step and after
+/// each step.
 pub fn run_observed(
     scenario: &Scenario,
     variant: Variant,
+    patches: Patches,
     mode: Mode,
     observer: Observer<'_>,
 ) -> Result<Run, RunError> {
@@ -108,7 +127,7 @@ pub fn run_observed(
     } else {
         None
     };
-    let engine = Engine::new(scenario.config(), variant, armed)
+    let engine = Engine::new(scenario.config(), patches, armed)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let mut r = Runner {
         engine,
@@ -141,6 +160,7 @@ pub fn run_observed(
         .collect();
     Ok(Run {
         variant,
+        patches,
         scenario: normalized,
         steps: r.steps,
         violation: r.violation,
@@ -250,7 +270,8 @@ impl Runner<'_> {
         }
         let has_handle = self.engine.handle(t).is_some();
         match op {
-            Op::Start | Op::Join | Op::DeleteUnused if has_handle => None,
+            Op::Start | Op::Join | Op::DeleteUnused | Op::Endio if has_handle => None,
+            Op::Endio if !self.engine.io_to_complete() => None,
             Op::Free { extent }
                 if self.engine.extent(extent).is_some_and(|e| {
                     matches!(e.state, ExtentState::Reserved | ExtentState::Allocated)
@@ -328,16 +349,23 @@ impl Runner<'_> {
     }
 
     /// After the last line: the lowest runnable task in progress steps;
-    /// when none, the lowest idle task holding a handle begins `end`.
+    /// when none, the lowest idle task holding a handle begins `end`; when
+    /// none, and a free-space cache IO is in flight, the lowest idle task
+    /// without a handle runs its endio worker (`endio`).
     fn drain(&mut self) {
         while self.violation.is_none() {
+            let idle = |t: TaskId| self.engine.status(t) == Status::Idle;
             let runnable = (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Runnable);
             let r = if let Some(t) = runnable {
                 self.take_step(t, Action::Continue, true, 0)
-            } else if let Some(t) = (0..MAX_TASKS)
-                .find(|&t| self.engine.status(t) == Status::Idle && self.engine.handle(t).is_some())
+            } else if let Some(t) =
+                (0..MAX_TASKS).find(|&t| idle(t) && self.engine.handle(t).is_some())
             {
                 self.take_step(t, Action::Begin(Op::End), true, 0)
+            } else if let Some(t) = (0..MAX_TASKS).find(|&t| {
+                idle(t) && self.engine.io_to_complete() && self.engine.handle(t).is_none()
+            }) {
+                self.take_step(t, Action::Begin(Op::Endio), true, 0)
             } else {
                 break;
             };

@@ -1,4 +1,4 @@
-//! Scenarios and their script form (`.scn`, shared/design/SCENARIO.md).
+//! Scenarios and their script form (`.scn`, see docs/scripts.md).
 //!
 //! A scenario is everything a run depends on. Printing one and parsing the
 //! print gives back the same scenario.
@@ -6,11 +6,13 @@
 use std::fmt::Write as _;
 
 use bgfuzz_engine::{
-    fmt_size, task_name, Config, Engine, ExtentId, Kind, Op, TaskId, Variant, MAX_TASKS, SZ_4K,
+    fmt_size, task_name, Config, Engine, ExtentId, Kind, MountOpts, Op, Patches, TaskId, MAX_TASKS,
+    SZ_4K,
 };
 use bgfuzz_failpoints::{FaultPlan, Site};
 
 use crate::oracles::ViolationKind;
+use crate::variant::Variant;
 
 /// What a step line does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,6 +65,9 @@ pub struct Scenario {
     pub device: Option<u64>,
     /// Chunk size per kind, indexed by [`Kind::index`].
     pub chunk: [Option<u64>; 3],
+    /// `mount OPT...`: options that change the step structure, all off by
+    /// default.
+    pub mount: MountOpts,
     pub fails: Vec<FaultPlan>,
     pub expects: Vec<Expect>,
     pub steps: Vec<Step>,
@@ -94,13 +99,14 @@ impl Scenario {
                 c.chunk_size[kind.index()] = s;
             }
         }
+        c.mount = self.mount;
         c
     }
 
     /// The variant to run: the command line's, else the header's, else
     /// `fixed`.
     pub fn variant_or(&self, over: Option<Variant>) -> Variant {
-        over.or(self.variant).unwrap_or(Variant::Fixed)
+        over.or(self.variant).unwrap_or(Variant::FIXED)
     }
 
     /// Parses a script. Bytes, not text: invalid UTF-8 or a NUL is an error
@@ -121,7 +127,7 @@ impl Scenario {
             }
             let (word, rest) = split_word(text);
             match word {
-                "variant" | "device" | "chunk" | "fail" | "expect" => {
+                "variant" | "device" | "chunk" | "mount" | "fail" | "expect" => {
                     if !s.steps.is_empty() {
                         return err(line, format!("header `{word}` after the first step line"));
                     }
@@ -133,7 +139,7 @@ impl Scenario {
                 _ => s.steps.push(parse_step(text, line)?),
             }
         }
-        if let Err(e) = Engine::new(s.config(), Variant::Fixed, false) {
+        if let Err(e) = Engine::new(s.config(), Patches::FIXES, false) {
             return err(config_line, e.to_string());
         }
         Ok(s)
@@ -152,6 +158,33 @@ impl Scenario {
                 let (k, size) = split_word(rest);
                 let kind = parse_kind(k, line)?;
                 self.chunk[kind.index()] = Some(parse_size(size.trim(), line)?);
+            }
+            "mount" => {
+                let opts: Vec<&str> = rest
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|o| !o.is_empty())
+                    .collect();
+                if opts.is_empty() {
+                    return err(
+                        line,
+                        format!(
+                            "`mount` needs options (known: {})",
+                            MountOpts::NAMES.join(", ")
+                        ),
+                    );
+                }
+                for o in opts {
+                    if !self.mount.set(o) {
+                        return err(
+                            line,
+                            format!(
+                                "unknown mount option `{}` (known: {})",
+                                o.chars().take(40).collect::<String>(),
+                                MountOpts::NAMES.join(", ")
+                            ),
+                        );
+                    }
+                }
             }
             "fail" => {
                 let (site, config) = split_word(rest);
@@ -203,6 +236,10 @@ impl Scenario {
             if let Some(c) = self.chunk[kind.index()] {
                 let _ = writeln!(out, "chunk {kind} {}", fmt_size(c));
             }
+        }
+        let mount = self.mount.names();
+        if !mount.is_empty() {
+            let _ = writeln!(out, "mount {}", mount.join(" "));
         }
         for p in &self.fails {
             let _ = writeln!(out, "fail {} {}", p.site, p.config());
@@ -258,10 +295,7 @@ fn split_word(s: &str) -> (&str, &str) {
 fn parse_variant(s: &str, line: usize) -> Result<Variant, ParseError> {
     Variant::parse(s).ok_or_else(|| ParseError {
         line,
-        message: format!(
-            "unknown variant `{s}` (known: {})",
-            Variant::ALL.map(|v| v.name()).join(", ")
-        ),
+        message: format!("unknown variant `{s}` (known: {})", Variant::known_names()),
     })
 }
 
@@ -334,7 +368,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             want(0)?;
             Action::Continue
         }
-        "start" | "join" | "run_delayed_refs" | "end" | "commit" | "delete_unused" => {
+        "start" | "join" | "run_delayed_refs" | "end" | "commit" | "delete_unused" | "endio" => {
             want(0)?;
             Action::Begin(match op {
                 "start" => Op::Start,
@@ -342,6 +376,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
                 "run_delayed_refs" => Op::RunDelayedRefs,
                 "end" => Op::End,
                 "commit" => Op::Commit,
+                "endio" => Op::Endio,
                 _ => Op::DeleteUnused,
             })
         }
@@ -368,7 +403,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             return err(
                 line,
                 format!(
-                    "unknown operation `{op}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, continue)"
+                    "unknown operation `{op}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, endio, continue)"
                 ),
             )
         }
@@ -390,7 +425,7 @@ mod tests {
     fn print_then_parse_is_identity() {
         let s = Scenario::parse(SEED.as_bytes()).unwrap();
         assert_eq!(s.steps.len(), 12);
-        assert_eq!(s.variant, Some(Variant::BugFf1f8250));
+        assert_eq!(s.variant, Some(Variant::BUG_FF1F8250));
         assert_eq!(s.steps[1].line, 10);
         let printed = s.print();
         assert_eq!(Scenario::parse(printed.as_bytes()).unwrap(), s);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use bgfuzz_engine::Variant;
+use crate::variant::Variant;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 

@@ -3,11 +3,11 @@
 //!
 //! [`capture`] runs a scenario with an observer on the runner and copies
 //! what the engine's read-only accessors show after each step into plain
-//! serde structs. To show more state (e.g. `io_bgs` once the model keeps a
-//! free-space cache), add a field to [`BgState`], [`TransState`] or
-//! [`State`] and fill it in [`State::of`]; the JSON carries it at once, the
-//! page's hover panel lists every field it is given, and a new lane track
-//! is one entry in `html.rs`'s `BG_TRACKS`.
+//! serde structs. To show more state, add a field to [`BgState`],
+//! [`TransState`] or [`State`] and fill it in [`State::of`]: the JSON
+//! carries it at once, the page's hover panel lists every field it is
+//! given (a new list of objects wants an entry in page.js's `LISTS`), and a
+//! new lane track is one entry in `html.rs`'s `BG_TRACKS`.
 
 use std::collections::BTreeSet;
 
@@ -81,6 +81,8 @@ pub struct State {
     pub block_groups: Vec<BgState>,
     /// `fs_info->unused_bgs`.
     pub unused_bgs: Vec<String>,
+    /// Free-space cache IO in flight (`mount -o space_cache`).
+    pub cache_io: Vec<CacheIoState>,
     /// How many extents are neither freed nor failed.
     pub extents_live: usize,
     /// The first [`LISTED`] of them.
@@ -114,6 +116,15 @@ pub struct TransState {
     pub committer: Option<char>,
     /// The committer is past `num_writers == 1`, before UNBLOCKED.
     pub in_critical: bool,
+}
+
+/// A bg's free-space cache IO, started by `btrfs_write_out_cache`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CacheIoState {
+    pub bg: String,
+    pub transid: u64,
+    /// The task running its endio worker, once one took it.
+    pub worker: Option<char>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -315,6 +326,7 @@ impl State {
                         ty: match h.ty {
                             TransType::Start => "start",
                             TransType::Join => "join",
+                            TransType::JoinNolock => "join_nolock",
                         },
                         new_bgs: names(e, h.new_bgs.iter().copied()),
                     }),
@@ -390,6 +402,15 @@ impl State {
             tasks,
             block_groups,
             unused_bgs: names(e, e.unused_bgs().iter().copied()),
+            cache_io: e
+                .cache_io()
+                .iter()
+                .map(|c| CacheIoState {
+                    bg: bg_name(e, c.bg),
+                    transid: c.transid,
+                    worker: c.worker.map(task_name),
+                })
+                .collect(),
             extents_live,
             extents,
         }
@@ -418,6 +439,10 @@ fn event_record(run: &Run, ev: &Event) -> EventRecord {
         }
         Event::BgRequeued { bg: b } => (r.kind, r.bg) = ("bg_requeued", bg(b)),
         Event::BgRemoved { bg: b } => (r.kind, r.bg) = ("bg_removed", bg(b)),
+        Event::CacheIoStarted { bg: b } => (r.kind, r.bg) = ("cache_io_started", bg(b)),
+        Event::CacheIoDone { bg: b } => (r.kind, r.bg) = ("cache_io_done", bg(b)),
+        Event::BgKeptForSpace { bg: b } => (r.kind, r.bg) = ("bg_kept_for_space", bg(b)),
+        Event::SystemChunkForced { bg: b } => (r.kind, r.bg) = ("system_chunk_forced", bg(b)),
         Event::Abort(a) => {
             r.kind = "abort";
             r.transid = Some(a.transid);
@@ -446,7 +471,7 @@ fn event_record(run: &Run, ev: &Event) -> EventRecord {
 /// snapshot for the filesystem before the first step and one per step.
 pub fn capture(
     scenario: &Scenario,
-    variant: bgfuzz_engine::Variant,
+    variant: crate::variant::Variant,
     mode: Mode,
 ) -> Result<(Run, Vec<Snapshot>), RunError> {
     capture_last(scenario, variant, mode, usize::MAX)
@@ -457,7 +482,7 @@ pub fn capture(
 /// copies of the engine's state).
 pub fn capture_last(
     scenario: &Scenario,
-    variant: bgfuzz_engine::Variant,
+    variant: crate::variant::Variant,
     mode: Mode,
     keep: usize,
 ) -> Result<(Run, Vec<Snapshot>), RunError> {
@@ -473,7 +498,9 @@ pub fn capture_last(
         skip,
         ..Capture::default()
     };
-    let run = run_observed(scenario, variant, mode, &mut |e, s| cap.observe(e, s))?;
+    let run = run_observed(scenario, variant, variant.patches(), mode, &mut |e, s| {
+        cap.observe(e, s)
+    })?;
     let mut snaps = Vec::with_capacity(cap.states.len());
     let dropped = cap.seen - cap.states.len();
     for (k, state) in cap.states.into_iter().enumerate() {
@@ -538,6 +565,8 @@ fn done_text(run: &Run, d: Done) -> Option<String> {
         Done::Ended => "handle ended".to_string(),
         Done::Committed { transid } => format!("transaction {transid} committed"),
         Done::Deleted { count } => format!("{count} bg(s) deleted"),
+        Done::IoDone { bg } => format!("cache IO of {} done", run.engine.bg(bg).name()),
+        Done::NoIo => "no cache IO in flight".to_string(),
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use bgfuzz_engine::Variant;
+use crate::variant::Variant;
 
 use crate::report;
 use crate::run::{run, Mode};
@@ -14,11 +14,11 @@ use crate::scenario::Scenario;
 pub fn variant_from_env() -> Variant {
     static VARIANT: OnceLock<Variant> = OnceLock::new();
     *VARIANT.get_or_init(|| match std::env::var("BGFUZZ_VARIANT") {
-        Err(_) => Variant::Fixed,
+        Err(_) => Variant::FIXED,
         Ok(name) => Variant::parse(&name).unwrap_or_else(|| {
             eprintln!(
                 "bgfuzz: BGFUZZ_VARIANT={name}: unknown variant (known: {})",
-                Variant::ALL.map(|v| v.name()).join(", ")
+                Variant::known_names()
             );
             std::process::exit(2)
         }),

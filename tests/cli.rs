@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bgfuzz::engine::Variant;
 use bgfuzz::run::{run, Mode, Run};
 use bgfuzz::scenario::Scenario;
+use bgfuzz::variant::Variant;
 use serde_json::Value;
 
 const SEED_RACE: &str = "corpus/scripts/seed-race.scn";
@@ -437,7 +437,7 @@ fn unknown_variant_flag_exits_2() {
     let err = stderr(&o);
     assert!(err.contains("bug-nope"), "{err}");
     assert!(
-        err.contains("fixed") && err.contains("bug-ff1f8250"),
+        err.contains("fixed") && err.contains("v4.1") && err.contains("bug-ff1f8250"),
         "{err}"
     );
 }
@@ -815,4 +815,89 @@ fn check_one(bytes: &[u8]) -> Option<usize> {
         }
     }
     Some(ok)
+}
+
+#[test]
+fn variants_lists_each_variant_with_its_patches() {
+    let o = bgfuzz(&["variants"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    for v in Variant::ALL {
+        assert!(
+            out.contains(&format!("{}: ", v.name())),
+            "{v} missing:\n{out}"
+        );
+    }
+    assert!(out.contains("ff1f8250a9e4"), "{out}");
+    assert!(
+        out.contains("Btrfs: fix race between block group creation and their cache writeout"),
+        "{out}"
+    );
+    assert!(
+        out.contains("expected oracle: abort-enoent-outside-critical"),
+        "{out}"
+    );
+
+    let o = bgfuzz(&["variants", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("variants --json is JSON");
+    let rows = v.as_array().expect("an array of variants");
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names[..3], ["fixed", "v4.1", "bug-ff1f8250"]);
+    assert_eq!(names.len(), Variant::ALL.len());
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap();
+    let fixed = row("fixed");
+    assert_eq!(fixed["patches"][0]["id"], "ff1f8250a9e4");
+    assert_eq!(fixed["patches"][0]["kernel"], "v4.1");
+    assert_eq!(fixed["patches"][0]["kind"], "fix");
+    assert_eq!(fixed["expected_violation"], Value::Null);
+    let bug = row("bug-ff1f8250");
+    assert_eq!(
+        bug["patches"].as_array().map(Vec::len),
+        Some(fixed["patches"].as_array().unwrap().len() - 1)
+    );
+    assert!(bug["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["id"] != "ff1f8250a9e4"));
+    assert_eq!(bug["missing_fix"], "ff1f8250a9e4");
+    assert_eq!(bug["expected_violation"], "abort-enoent-outside-critical");
+    assert_eq!(row("v4.1")["patches"][0]["id"], "ff1f8250a9e4");
+}
+
+#[test]
+fn variant_help_lists_the_known_names() {
+    let o = bgfuzz(&["repro", "--help"]);
+    let out = stdout(&o);
+    for v in Variant::ALL {
+        assert!(out.contains(v.name()), "{v} missing from --help:\n{out}");
+    }
+}
+
+/// `run_patched` runs a script as written under one variant with another
+/// patch set: the bug variant plus its missing fix no longer aborts, which
+/// is how a witness is attributed to the fix that removes it.
+#[test]
+fn a_patch_override_attributes_a_witness_to_its_fix() {
+    use bgfuzz::engine::FF1F8250;
+    let bytes = std::fs::read(manifest_dir().join(SEED_RACE)).expect("seed race");
+    let s = Scenario::parse(&bytes).expect("seed race parses");
+    let bug = Variant::BUG_FF1F8250;
+    let r = run(&s, bug, Mode::Strict).unwrap();
+    assert_eq!(
+        r.violation.map(|v| v.finding.kind.name()),
+        Some("abort-enoent-outside-critical")
+    );
+    let patched = bug.patches().with(FF1F8250);
+    let r = bgfuzz::run::run_patched(&s, bug, patched, Mode::Strict).unwrap();
+    assert!(r.violation.is_none(), "{}", bgfuzz::report::full(&r));
+    assert_eq!(r.patches, patched);
+    assert_eq!(
+        r.scenario.variant,
+        Some(bug),
+        "the script keeps its variant"
+    );
+    let text = bgfuzz::report::full(&r);
+    assert!(text.contains("# patches: ff1f8250a9e4"), "{text}");
 }

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use bgfuzz::engine::Variant;
 use bgfuzz::generate::decode;
 use bgfuzz::targets;
+use bgfuzz::variant::Variant;
 
 fn files(dir: &str) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<_> = std::fs::read_dir(Path::new(dir))
@@ -31,7 +31,7 @@ fn scenario_corpus_runs_clean_on_fixed() {
     for (name, bytes) in corpus {
         let s = decode(&bytes);
         assert!(!s.steps.is_empty(), "{name} decodes to nothing");
-        targets::scenario(&s, Variant::Fixed);
+        targets::scenario(&s, Variant::FIXED);
     }
 }
 
@@ -50,5 +50,5 @@ fn the_scenario_target_panics_on_a_violation() {
     let s =
         bgfuzz::scenario::Scenario::parse(&std::fs::read("corpus/scripts/seed-race.scn").unwrap())
             .unwrap();
-    targets::scenario(&s, Variant::BugFf1f8250);
+    targets::scenario(&s, Variant::BUG_FF1F8250);
 }

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bgfuzz::engine::Variant;
 use bgfuzz::html::{page, render};
 use bgfuzz::run::Mode;
 use bgfuzz::scenario::Scenario;
 use bgfuzz::snapshot::capture;
+use bgfuzz::variant::Variant;
 use serde_json::Value;
 
 const SEED_RACE: &str = "corpus/scripts/seed-race.scn";
@@ -41,7 +41,7 @@ fn bgfuzz(args: &[&str]) -> Output {
 
 /// The seed race under the bug: ten steps, an abort at step 10.
 fn race_page() -> (String, bgfuzz::run::Run) {
-    render(SEED_RACE, &seed_race(), Variant::BugFf1f8250, Mode::Strict).expect("runs")
+    render(SEED_RACE, &seed_race(), Variant::BUG_FF1F8250, Mode::Strict).expect("runs")
 }
 
 /// Every value of `attr="..."` in `html`.
@@ -123,7 +123,7 @@ fn page_has_a_lane_per_task_bg_and_transaction_and_marks_the_violation() {
 fn clean_run_says_so_and_text_is_escaped() {
     let mut scn = seed_race();
     scn.steps.truncate(3);
-    let (run, snaps) = capture(&scn, Variant::Fixed, Mode::Strict).expect("runs");
+    let (run, snaps) = capture(&scn, Variant::FIXED, Mode::Strict).expect("runs");
     assert!(run.violation.is_none());
     let html = page("<x>&\"y\".scn", &run, &snaps);
     assert!(html.contains("No violation in"));
@@ -200,7 +200,7 @@ fn repro_html_writes_the_page_and_still_reports() {
 fn a_long_run_draws_its_last_steps() {
     let bytes = std::fs::read(manifest_dir().join("corpus/scripts/btrfs-078-like.scn")).unwrap();
     let scn = Scenario::parse(&bytes).unwrap();
-    let (run, mut snaps) = capture(&scn, Variant::Fixed, Mode::Strict).unwrap();
+    let (run, mut snaps) = capture(&scn, Variant::FIXED, Mode::Strict).unwrap();
     assert!(snaps.len() > 100);
     let full = page("078", &run, &snaps);
     assert_eq!(full.matches("<div class=\"step").count(), snaps.len());
@@ -535,7 +535,7 @@ fn campaign_index_links_a_picture_per_replayable_crash() {
 
 #[test]
 fn a_violation_at_the_end_gets_its_own_row() {
-    let (mut run, snaps) = capture(&seed_race(), Variant::BugFf1f8250, Mode::Strict).unwrap();
+    let (mut run, snaps) = capture(&seed_race(), Variant::BUG_FF1F8250, Mode::Strict).unwrap();
     let v = run.violation.as_mut().unwrap();
     v.step = run.steps.len();
     let html = page("end", &run, &snaps);
@@ -549,7 +549,7 @@ fn a_violation_at_the_end_gets_its_own_row() {
 #[test]
 fn an_empty_script_draws_mkfs_only() {
     let scn = Scenario::parse(b"# nothing\n").unwrap();
-    let (run, snaps) = capture(&scn, Variant::Fixed, Mode::Strict).unwrap();
+    let (run, snaps) = capture(&scn, Variant::FIXED, Mode::Strict).unwrap();
     assert_eq!(snaps.len(), 1);
     let html = page("empty", &run, &snaps);
     assert!(html.contains("No violation in 0 step(s)"));
@@ -560,9 +560,9 @@ fn an_empty_script_draws_mkfs_only() {
 fn a_window_of_the_last_steps_draws_like_the_whole() {
     let bytes = std::fs::read(manifest_dir().join("corpus/scripts/btrfs-078-like.scn")).unwrap();
     let scn = Scenario::parse(&bytes).unwrap();
-    let (run, all) = capture(&scn, Variant::Fixed, Mode::Strict).unwrap();
+    let (run, all) = capture(&scn, Variant::FIXED, Mode::Strict).unwrap();
     let (_, last) =
-        bgfuzz::snapshot::capture_last(&scn, Variant::Fixed, Mode::Strict, 100).unwrap();
+        bgfuzz::snapshot::capture_last(&scn, Variant::FIXED, Mode::Strict, 100).unwrap();
     assert_eq!(last.len(), 100);
     assert_eq!(last[0].step, all.len() - 100);
     assert_eq!(
@@ -587,7 +587,7 @@ fn long_lists_are_cut_and_counted() {
         text.push_str("A: alloc data 4K\n");
     }
     let scn = Scenario::parse(text.as_bytes()).unwrap();
-    let (_, snaps) = capture(&scn, Variant::Fixed, Mode::Strict).unwrap();
+    let (_, snaps) = capture(&scn, Variant::FIXED, Mode::Strict).unwrap();
     let at = snaps.iter().find(|s| s.step == 301).expect("step 301");
     assert_eq!(at.state.extents_live, 300);
     assert_eq!(at.state.extents.len(), bgfuzz::snapshot::LISTED);

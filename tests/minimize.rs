@@ -1,20 +1,20 @@
 //! `minimize` keeps the violation kind, never grows a scenario, is
 //! deterministic, and writes a script that replays strictly.
 
-use bgfuzz::engine::Variant;
 use bgfuzz::minimize::minimize;
 use bgfuzz::run::{run, Mode};
 use bgfuzz::search::search_hits;
+use bgfuzz::variant::Variant;
 
 #[test]
 fn minimize_keeps_the_kind_shrinks_and_is_deterministic() {
     for seed in 0..4 {
-        let (_, found) = search_hits(seed, Variant::BugFf1f8250, 3, |t| t.cases < 50_000);
+        let (_, found) = search_hits(seed, Variant::BUG_FF1F8250, 3, |t| t.cases < 50_000);
         assert_eq!(found.len(), 3, "seed {seed}");
         for f in &found {
             let kind = f.run.violation.as_ref().unwrap().finding.kind;
-            let a = minimize(&f.run.scenario, Variant::BugFf1f8250).expect("minimizes");
-            let b = minimize(&f.run.scenario, Variant::BugFf1f8250).expect("minimizes");
+            let a = minimize(&f.run.scenario, Variant::BUG_FF1F8250).expect("minimizes");
+            let b = minimize(&f.run.scenario, Variant::BUG_FF1F8250).expect("minimizes");
             assert_eq!(a.scenario.print(), b.scenario.print(), "not deterministic");
             assert_eq!(a.kind, kind);
             assert!(a.scenario.steps.len() <= f.run.scenario.steps.len());
@@ -39,7 +39,7 @@ fn nothing_to_minimize_without_a_violation() {
     let s =
         bgfuzz::scenario::Scenario::parse(&std::fs::read("corpus/scripts/seed-race.scn").unwrap())
             .unwrap();
-    assert!(minimize(&s, Variant::Fixed).is_none());
-    let m = minimize(&s, Variant::BugFf1f8250).unwrap();
+    assert!(minimize(&s, Variant::FIXED).is_none());
+    let m = minimize(&s, Variant::BUG_FF1F8250).unwrap();
     assert!(m.scenario.steps.len() <= 10, "{}", m.scenario.print());
 }

@@ -3,11 +3,12 @@
 //! `testing` hooks.
 
 use bgfuzz::engine::{
-    BgId, Config, Engine, Errno, Error, Event, ExtentId, Kind, Op, Status, StepOutcome, Variant,
+    BgId, Config, Engine, Errno, Error, Event, ExtentId, Kind, Op, Patches, Status, StepOutcome,
 };
 use bgfuzz::oracles::{Oracles, ViolationKind};
 use bgfuzz::run::{run, Mode};
 use bgfuzz::scenario::Scenario;
+use bgfuzz::variant::Variant;
 
 const A: usize = 0;
 const ALLOC_4K: Op = Op::Alloc {
@@ -17,7 +18,7 @@ const ALLOC_4K: Op = Op::Alloc {
 const B: usize = 1;
 
 fn engine() -> Engine {
-    Engine::new(Config::default(), Variant::Fixed, false).unwrap()
+    Engine::new(Config::default(), Patches::FIXES, false).unwrap()
 }
 
 /// Runs an operation to its end (or until it blocks), judging every step.
@@ -53,7 +54,7 @@ fn kind_names_round_trip() {
 #[test]
 fn abort_enoent_outside_critical_fires_on_the_seed_race() {
     let s = Scenario::parse(&std::fs::read("corpus/scripts/seed-race.scn").unwrap()).unwrap();
-    let r = run(&s, Variant::BugFf1f8250, Mode::Strict).unwrap();
+    let r = run(&s, Variant::BUG_FF1F8250, Mode::Strict).unwrap();
     let v = r.violation.unwrap();
     assert_eq!(v.finding.kind, ViolationKind::AbortEnoentOutsideCritical);
     let a = v.finding.abort.unwrap();
@@ -235,4 +236,25 @@ fn bg_refcount_fires_when_a_list_field_lies() {
     let f = o.at_end(&e).unwrap();
     assert_eq!(f.kind, ViolationKind::BgRefcount);
     assert!(f.message.contains("dirty list"), "{}", f.message);
+}
+
+/// Every patch names its oracle by a kind that exists: a typo in the patch
+/// table would otherwise only show up as a bug variant reported missed.
+#[test]
+fn every_patch_expected_kind_parses() {
+    for p in bgfuzz::engine::PATCHES {
+        if let Some(kind) = p.expected {
+            assert!(
+                ViolationKind::parse(kind).is_some(),
+                "{}: expected `{kind}` is no violation kind",
+                p.id
+            );
+        }
+    }
+    for v in Variant::BUGS {
+        let kind = v
+            .expected_violation()
+            .expect("a bug variant names its oracle");
+        assert!(ViolationKind::parse(kind).is_some(), "{v}: `{kind}`");
+    }
 }

@@ -1,11 +1,11 @@
 //! Properties under `cargo test`, with the fuzz targets' generator as a
 //! proptest strategy (bytes in, scenario out; shrinking keeps them valid).
 
-use bgfuzz::engine::Variant;
 use bgfuzz::generate::scenarios;
 use bgfuzz::oracles::ViolationKind;
 use bgfuzz::report;
 use bgfuzz::run::{run, Mode};
+use bgfuzz::variant::Variant;
 use proptest::prelude::*;
 use proptest::test_runner::{
     Config, FileFailurePersistence, RngAlgorithm, TestError, TestRng, TestRunner,
@@ -25,7 +25,7 @@ proptest! {
     /// faults included.
     #[test]
     fn fixed_meets_every_oracle(g in scenarios()) {
-        let r = run(&g.0, Variant::Fixed, Mode::Loose).unwrap();
+        let r = run(&g.0, Variant::FIXED, Mode::Loose).unwrap();
         prop_assert!(r.violation.is_none(), "{}", report::full(&r));
     }
 
@@ -58,14 +58,14 @@ fn proptest_finds_and_shrinks_the_ff1f8250_race() {
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     let result = runner.run(&scenarios(), |g| {
-        let r = run(&g.0, Variant::BugFf1f8250, Mode::Loose).unwrap();
+        let r = run(&g.0, Variant::BUG_FF1F8250, Mode::Loose).unwrap();
         prop_assert!(r.violation.is_none());
         Ok(())
     });
     let Err(TestError::Fail(_, minimal)) = result else {
         panic!("proptest did not find the bug: {result:?}");
     };
-    let r = run(&minimal.0, Variant::BugFf1f8250, Mode::Loose).unwrap();
+    let r = run(&minimal.0, Variant::BUG_FF1F8250, Mode::Loose).unwrap();
     let v = r.violation.expect("the shrunk case still fails");
     assert_eq!(v.finding.kind, ViolationKind::AbortEnoentOutsideCritical);
     assert!(
@@ -75,7 +75,7 @@ fn proptest_finds_and_shrinks_the_ff1f8250_race() {
         r.scenario.print()
     );
     // And the fixed engine passes the very same scenario.
-    assert!(run(&minimal.0, Variant::Fixed, Mode::Loose)
+    assert!(run(&minimal.0, Variant::FIXED, Mode::Loose)
         .unwrap()
         .violation
         .is_none());

@@ -84,60 +84,51 @@ pub fn fmt_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// Which kernel the engine behaves as. A run-time choice, so one fuzz binary
-/// covers every variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Variant {
-    /// v4.1 with ff1f8250: `-ENOENT` in `btrfs_start_dirty_block_groups`
-    /// re-queues the bg for the critical section.
-    Fixed,
-    /// v4.1-rc (1bbc621ef without ff1f8250): `write_one_cache_group` aborts
-    /// on any error, `-ENOENT` included.
-    BugFf1f8250,
+/// Mount options that change the step structure of an operation. Each is
+/// off by default, so a script without a `mount` line means what it always
+/// meant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MountOpts {
+    /// `-o space_cache` (v1): the commit writes each dirty bg's free-space
+    /// cache (`cache_save_setup`, `btrfs_write_out_cache`), puts it on
+    /// `io_bgs`, and waits for the IO (`btrfs_wait_cache_io`), whose endio
+    /// worker joins the transaction with JOIN_NOLOCK.
+    pub space_cache: bool,
 }
 
-impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Fixed, Variant::BugFf1f8250];
-    /// Variants that carry a bug, with the oracle expected to catch it.
-    pub const BUGS: [Variant; 1] = [Variant::BugFf1f8250];
+impl MountOpts {
+    /// Every option by its mount name, for scripts and help.
+    pub const NAMES: [&'static str; 1] = ["space_cache"];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Fixed => "fixed",
-            Variant::BugFf1f8250 => "bug-ff1f8250",
+    pub fn set(&mut self, name: &str) -> bool {
+        match name {
+            "space_cache" => self.space_cache = true,
+            _ => return false,
         }
+        true
     }
-    /// The kernel commit this variant stands for.
-    pub fn commit(self) -> &'static str {
-        match self {
-            Variant::Fixed => "v4.1 (ff1f8250a9e4 applied)",
-            Variant::BugFf1f8250 => "v4.1-rc: 1bbc621ef without ff1f8250a9e4",
+    /// The options that are on, by mount name.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.space_cache {
+            v.push("space_cache");
         }
-    }
-    /// The violation kind expected to catch this variant's bug.
-    pub fn expected_violation(self) -> Option<&'static str> {
-        match self {
-            Variant::Fixed => None,
-            Variant::BugFf1f8250 => Some("abort-enoent-outside-critical"),
-        }
-    }
-    pub fn parse(s: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == s)
+        v
     }
 }
 
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Device and chunk sizes. Small ones make ENOSPC reachable.
+/// Device and chunk sizes, and mount options. Small sizes make ENOSPC
+/// reachable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
     pub device_size: u64,
-    /// Chunk (block group) size per kind, indexed by [`Kind::index`].
+    /// Chunk (block group) size per kind, indexed by [`Kind::index`]. This
+    /// is the size `__btrfs_alloc_chunk` computes (the kind's stripe size,
+    /// capped at 10% of the device); the model takes it as given. A chunk
+    /// is smaller only when the device has no hole this large (a tail
+    /// chunk).
     pub chunk_size: [u64; 3],
+    pub mount: MountOpts,
 }
 
 impl Default for Config {
@@ -145,6 +136,7 @@ impl Default for Config {
         Config {
             device_size: 16 * SZ_1G,
             chunk_size: [SZ_1G, 256 * SZ_1M, 32 * SZ_1M],
+            mount: MountOpts::default(),
         }
     }
 }
@@ -155,22 +147,32 @@ impl Config {
     }
 }
 
-/// Handle type, for `btrfs_blocked_trans_types`. The model's operations use
-/// START and JOIN only (no task attaches or joins without lock).
+/// Handle type, for `btrfs_blocked_trans_types`. START and JOIN are the
+/// `start` and `join` operations; JOIN_NOLOCK is the free-space endio
+/// worker's (`btrfs_finish_ordered_io` on a cache inode). No task attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransType {
     Start,
     Join,
+    JoinNolock,
 }
 
 impl TransType {
-    /// `btrfs_blocked_trans_types[state] & type`.
+    /// `btrfs_blocked_trans_types[state] & type` (fs/btrfs/transaction.c):
+    /// COMMIT_START blocks START, COMMIT_DOING blocks START and JOIN, and
+    /// only UNBLOCKED on blocks JOIN_NOLOCK (the model's running slot is
+    /// empty by then, so a new transaction starts instead).
     pub fn blocked_in(self, state: TransState) -> bool {
         match state {
+            TransState::Running => false,
             TransState::CommitStart => self == TransType::Start,
-            TransState::CommitDoing => true,
-            _ => false,
+            TransState::CommitDoing => self != TransType::JoinNolock,
+            TransState::Unblocked | TransState::Completed => true,
         }
+    }
+    /// `TRANS_EXTWRITERS`: the types that count in `num_extwriters`.
+    pub fn is_extwriter(self) -> bool {
+        self == TransType::Start
     }
 }
 
@@ -249,7 +251,8 @@ pub struct BlockGroup {
     pub freed: bool,
     pub dirty_list: DirtyList,
     pub bg_list: BgList,
-    /// Always false: the model keeps no free-space cache (see departures).
+    /// On its transaction's `io_bgs` (`io_list` not empty): its cache IO
+    /// was started, and this list holds the ref `dirty_list` held.
     pub on_io_list: bool,
     /// The transaction whose handle ran phase 1.
     pub created_transid: u64,
@@ -381,8 +384,9 @@ pub struct Transaction {
     pub num_writers: u32,
     pub num_extwriters: u32,
     pub dirty_bgs: VecDeque<BgId>,
-    /// Always empty: no free-space cache in the model.
-    pub io_bgs: Vec<BgId>,
+    /// Bgs whose free-space cache IO the commit started and has not waited
+    /// for (`space_cache` only).
+    pub io_bgs: VecDeque<BgId>,
     pub dirty_bg_run: bool,
     pub delayed_refs: VecDeque<DelayedRef>,
     /// `cur_trans->aborted`, with the error's provenance.
@@ -403,6 +407,20 @@ pub struct Handle {
     pub ty: TransType,
     /// Block groups whose phase 2 has not run.
     pub new_bgs: Vec<BgId>,
+    /// `trans->aborted`: this handle called `btrfs_abort_transaction`.
+    /// v4.1 checks this flag, not the transaction's, in
+    /// `btrfs_run_delayed_refs` and `btrfs_run_delayed_items`.
+    pub aborted: bool,
+}
+
+/// One free-space cache IO in flight: `btrfs_write_out_cache` started it
+/// for `bg` in transaction `transid`; an endio worker completes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CacheIo {
+    pub bg: BgId,
+    pub transid: u64,
+    /// The task running its endio worker, once one took it.
+    pub worker: Option<TaskId>,
 }
 
 /// `fs_info->space_info` of one kind.
@@ -411,6 +429,8 @@ pub struct SpaceInfo {
     pub total_bytes: u64,
     pub bytes_used: u64,
     pub bytes_reserved: u64,
+    /// Free bytes of its read-only bgs (`set_block_group_ro`).
+    pub bytes_readonly: u64,
     /// `space_info->block_groups[]`, in creation order.
     pub block_groups: Vec<BgId>,
 }
@@ -437,6 +457,9 @@ pub enum Wait {
     ExtWriters(u64),
     /// `num_writers == 1`.
     Writers(u64),
+    /// `btrfs_wait_cache_io`: the endio worker of this bg's free-space
+    /// cache IO has finished (the bg's logical start, for the report).
+    CacheIo(BgId, u64),
 }
 
 impl fmt::Display for Wait {
@@ -446,6 +469,11 @@ impl fmt::Display for Wait {
             Wait::CommitDone(t) => write!(f, "waiting for transaction {t} to complete"),
             Wait::ExtWriters(t) => write!(f, "waiting for num_extwriters == 0 (transaction {t})"),
             Wait::Writers(t) => write!(f, "waiting for num_writers == 1 (transaction {t})"),
+            Wait::CacheIo(_, start) => write!(
+                f,
+                "waiting for the cache IO of bg {} (btrfs_wait_cache_io)",
+                fmt_size(*start)
+            ),
         }
     }
 }
@@ -455,12 +483,20 @@ impl fmt::Display for Wait {
 pub enum Op {
     Start,
     Join,
-    Alloc { kind: Kind, size: u64 },
-    Free { extent: ExtentId },
+    Alloc {
+        kind: Kind,
+        size: u64,
+    },
+    Free {
+        extent: ExtentId,
+    },
     RunDelayedRefs,
     End,
     Commit,
     DeleteUnused,
+    /// A free-space endio worker (`btrfs_finish_ordered_io` on a cache
+    /// inode) completes the oldest cache IO no worker has taken.
+    Endio,
 }
 
 impl fmt::Display for Op {
@@ -474,6 +510,7 @@ impl fmt::Display for Op {
             Op::End => f.write_str("end"),
             Op::Commit => f.write_str("commit"),
             Op::DeleteUnused => f.write_str("delete_unused"),
+            Op::Endio => f.write_str("endio"),
         }
     }
 }
@@ -481,13 +518,33 @@ impl fmt::Display for Op {
 /// What a finished operation returned on success.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Done {
-    Handle { transid: u64 },
-    Extent { id: ExtentId, bg: BgId, start: u64 },
-    Freed { id: ExtentId },
-    RanRefs { count: u32 },
+    Handle {
+        transid: u64,
+    },
+    Extent {
+        id: ExtentId,
+        bg: BgId,
+        start: u64,
+    },
+    Freed {
+        id: ExtentId,
+    },
+    RanRefs {
+        count: u32,
+    },
     Ended,
-    Committed { transid: u64 },
-    Deleted { count: u32 },
+    Committed {
+        transid: u64,
+    },
+    Deleted {
+        count: u32,
+    },
+    /// The endio worker completed this bg's cache IO.
+    IoDone {
+        bg: BgId,
+    },
+    /// `endio` with no cache IO in flight: nothing to do.
+    NoIo,
 }
 
 /// How a step ended.
@@ -580,6 +637,24 @@ pub enum Event {
         bg: BgId,
     },
     BgRemoved {
+        bg: BgId,
+    },
+    /// `btrfs_write_out_cache` started the bg's cache IO; it is on `io_bgs`.
+    CacheIoStarted {
+        bg: BgId,
+    },
+    /// The endio worker finished; `btrfs_wait_cache_io` returns.
+    CacheIoDone {
+        bg: BgId,
+    },
+    /// `btrfs_delete_unused_bgs` skipped the bg: `set_block_group_ro`
+    /// refused to leave its space_info without room.
+    BgKeptForSpace {
+        bg: BgId,
+    },
+    /// `check_system_chunk` found too little system space and allocated a
+    /// system chunk first.
+    SystemChunkForced {
         bg: BgId,
     },
     Abort(AbortInfo),

@@ -1,4 +1,4 @@
-//! Unit tests for each engine operation, against shared/design/MODEL.md.
+//! Unit tests for each engine operation, against docs/model.md.
 
 use bgfuzz_engine::*;
 
@@ -7,8 +7,13 @@ const B: TaskId = 1;
 const C: TaskId = 2;
 const D: TaskId = 3;
 
-fn engine(variant: Variant) -> Engine {
-    Engine::new(Config::default(), variant, false).expect("default config")
+/// `fixed`: every fix applied.
+const FIXED: Patches = Patches::FIXES;
+/// `bug-ff1f8250`: every fix but ff1f8250a9e4.
+const BUG_FF1F8250: Patches = Patches::FIXES.without(FF1F8250);
+
+fn engine(patches: Patches) -> Engine {
+    Engine::new(Config::default(), patches, false).expect("default config")
 }
 
 fn free(n: u32) -> Op {
@@ -95,9 +100,9 @@ fn fill_and_grow(e: &mut Engine) -> BgId {
     }
 }
 
-/// The seed race of MODEL.md up to C's second `continue`.
-fn seed_race(variant: Variant) -> (Engine, BgId) {
-    let mut e = engine(variant);
+/// The seed race of docs/model.md up to C's second `continue`.
+fn seed_race(patches: Patches) -> (Engine, BgId) {
+    let mut e = engine(patches);
     let x = fill_and_grow(&mut e);
     assert!(e.handle(A).unwrap().new_bgs.contains(&x));
     ok(&mut e, B, Op::Start);
@@ -116,7 +121,7 @@ fn seed_race(variant: Variant) -> (Engine, BgId) {
 
 #[test]
 fn fresh_engine() {
-    let e = engine(Variant::Fixed);
+    let e = engine(FIXED);
     let bgs = e.block_groups();
     assert_eq!(bgs.len(), 3);
     assert!(bgs.iter().map(|b| b.kind).eq(Kind::MKFS_ORDER));
@@ -144,7 +149,7 @@ fn fresh_engine() {
 
 #[test]
 fn start_and_join() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     assert_eq!(ok(&mut e, A, Op::Start), Done::Handle { transid: 2 });
     assert_eq!(ok(&mut e, B, Op::Join), Done::Handle { transid: 2 });
     assert_eq!(ok(&mut e, C, Op::Start), Done::Handle { transid: 2 });
@@ -163,7 +168,7 @@ fn start_and_join() {
 
 #[test]
 fn alloc_first_fit() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     let d = data_bg(&e);
     let start = e.bg(d).start;
     ok(&mut e, A, Op::Start);
@@ -188,7 +193,7 @@ fn alloc_first_fit() {
 
 #[test]
 fn alloc_two_steps_with_phase_1() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     ok(&mut e, A, Op::Start);
     ok(&mut e, A, data(SZ_1G));
     e.drain_events().for_each(drop);
@@ -220,11 +225,12 @@ fn alloc_enospc_on_small_device() {
     let cfg = |dev| Config {
         device_size: dev,
         chunk_size: [8 * m, 4 * m, 4 * m],
+        mount: Default::default(),
     };
-    let small = Engine::new(cfg(16 * m), Variant::Fixed, false);
+    let small = Engine::new(cfg(16 * m), FIXED, false);
     assert!(matches!(small, Err(ConfigError::DeviceTooSmall { .. })));
     // Room for mkfs's chunks only.
-    let mut e = Engine::new(cfg(17 * m), Variant::Fixed, false).unwrap();
+    let mut e = Engine::new(cfg(17 * m), FIXED, false).unwrap();
     ok(&mut e, A, Op::Start);
     fails(&mut e, A, data(16 * m), Errno::ENOSPC);
     ok(&mut e, A, data(8 * m));
@@ -236,7 +242,7 @@ fn alloc_enospc_on_small_device() {
     let r = e.begin(A, Op::Free { extent: failed });
     assert_eq!(r, Err(UsageError::FailedExtent(failed)));
     // Room for one more data chunk: phase 1 succeeds once, then ENOSPC.
-    let mut e = Engine::new(cfg(25 * m), Variant::Fixed, false).unwrap();
+    let mut e = Engine::new(cfg(25 * m), FIXED, false).unwrap();
     ok(&mut e, A, Op::Start);
     ok(&mut e, A, data(8 * m));
     assert_eq!(e.begin(A, data(8 * m)), Ok(StepOutcome::Yielded));
@@ -249,7 +255,7 @@ fn alloc_enospc_on_small_device() {
 
 #[test]
 fn free_and_run_delayed_refs() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     let d = data_bg(&e);
     ok(&mut e, A, Op::Start);
     ok(&mut e, A, data(SZ_4K));
@@ -290,7 +296,7 @@ fn free_and_run_delayed_refs() {
 
 #[test]
 fn end_runs_phase_2() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     fails(&mut e, A, Op::End, Errno::EINVAL);
     ok(&mut e, A, Op::Start);
     ok(&mut e, A, data(SZ_1G));
@@ -319,7 +325,7 @@ fn end_runs_phase_2() {
 
 #[test]
 fn commit_single_task() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     let x = fill_and_grow(&mut e);
     e.drain_events().for_each(drop);
     assert_eq!(ok(&mut e, A, Op::Commit), Done::Committed { transid: 2 });
@@ -345,7 +351,7 @@ fn commit_single_task() {
 
 #[test]
 fn start_blocked_in_commit_start_join_is_not() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     ok(&mut e, A, Op::Start);
     ok(&mut e, B, Op::Start);
     // Commit waits for num_extwriters == 0 (B's START handle).
@@ -387,7 +393,7 @@ fn start_blocked_in_commit_start_join_is_not() {
 
 #[test]
 fn commit_waits_for_previous_transaction() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     ok(&mut e, A, Op::Start);
     assert_eq!(e.begin(A, Op::Commit), Ok(StepOutcome::Yielded));
     while e.transaction(2).unwrap().state != TransState::Unblocked {
@@ -404,7 +410,7 @@ fn commit_waits_for_previous_transaction() {
 
 #[test]
 fn seed_race_bug_aborts_with_enoent() {
-    let (mut e, x) = seed_race(Variant::BugFf1f8250);
+    let (mut e, x) = seed_race(BUG_FF1F8250);
     let abort = e.events().iter().find_map(|ev| match ev {
         Event::Abort(a) => Some(a.clone()),
         _ => None,
@@ -415,16 +421,27 @@ fn seed_race_bug_aborts_with_enoent() {
     assert!(!abort.in_critical);
     assert!(abort.stack.contains(&"write_one_cache_group"));
     assert!(e.fs_error());
-    // C goes on to the waits; it sees the abort after them.
+    // v4.1: `ret` of btrfs_start_dirty_block_groups is overwritten by
+    // btrfs_run_delayed_refs (0 on an aborted handle), so C goes on; then
+    // btrfs_run_delayed_items returns -EIO on its aborted handle and
+    // cleanup_transaction waits for num_writers == 1, not the extwriters.
     let out = finish(&mut e, C, StepOutcome::Yielded);
-    assert_eq!(out, StepOutcome::Blocked(Wait::ExtWriters(2)));
-    // After the abort: EROFS for alloc/start, EIO for end (phase 2 skipped).
-    fails(&mut e, A, data(SZ_4K), Errno::EROFS);
-    fails(&mut e, A, free(1), Errno::EROFS);
-    fails(&mut e, B, Op::RunDelayedRefs, Errno::EROFS);
+    assert_eq!(out, StepOutcome::Blocked(Wait::Writers(2)));
+    assert_eq!(e.transaction(2).unwrap().state, TransState::CommitDoing);
+    // Handles of other tasks go on as in v4.1: find_free_extent and
+    // btrfs_free_extent check no abort, btrfs_run_delayed_refs checks only
+    // its own handle. New handles get EROFS.
+    assert!(matches!(ok(&mut e, A, data(SZ_4K)), Done::Extent { .. }));
+    assert_eq!(ok(&mut e, A, free(1)), Done::Freed { id: ExtentId(1) });
+    assert!(matches!(
+        ok(&mut e, B, Op::RunDelayedRefs),
+        Done::RanRefs { .. }
+    ));
     fails(&mut e, D, Op::Start, Errno::EROFS);
+    // __btrfs_end_transaction runs phase 2 whatever another handle did,
+    // and returns EIO.
     fails(&mut e, A, Op::End, Errno::EIO);
-    assert!(!has_item(&e, x));
+    assert!(has_item(&e, x));
     assert_eq!(e.bg(x).bg_list, BgList::None);
     fails(&mut e, D, Op::DeleteUnused, Errno::EROFS);
     // commit step 1 on an aborted transaction: the abort's errno.
@@ -443,7 +460,7 @@ fn seed_race_bug_aborts_with_enoent() {
 
 #[test]
 fn seed_race_fixed_requeues_and_commits() {
-    let (mut e, x) = seed_race(Variant::Fixed);
+    let (mut e, x) = seed_race(FIXED);
     assert!(e.events().contains(&Event::BgRequeued { bg: x }));
     assert!(!e.events().iter().any(|ev| matches!(ev, Event::Abort(_))));
     let out = finish(&mut e, C, StepOutcome::Yielded);
@@ -467,7 +484,7 @@ fn seed_race_fixed_requeues_and_commits() {
 
 #[test]
 fn delete_unused_removes_emptied_bg() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     let x = fill_and_grow(&mut e); // e2 is the 4K in X
     ok(&mut e, A, Op::Commit);
     assert!(has_item(&e, x));
@@ -501,7 +518,7 @@ fn delete_unused_removes_emptied_bg() {
 
 #[test]
 fn usage_errors() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     let r = e.begin(A, free(7));
     assert_eq!(r, Err(UsageError::NoSuchExtent(ExtentId(7))));
     assert_eq!(e.step(A), Err(UsageError::NotInProgress('A')));
@@ -526,7 +543,7 @@ fn usage_errors() {
 
 #[test]
 fn delete_unused_skips_a_bg_used_again() {
-    let mut e = engine(Variant::Fixed);
+    let mut e = engine(FIXED);
     let d = data_bg(&e);
     ok(&mut e, A, Op::Start);
     ok(&mut e, A, data(SZ_4K));

@@ -17,7 +17,8 @@
     transactions: { key: 'transid', columns: true },
     tasks: { key: 'task', columns: true },
     block_groups: { key: 'name', columns: true },
-    extents: { key: 'name', columns: false }
+    extents: { key: 'name', columns: false },
+    cache_io: { key: 'bg', columns: false }
   };
   var SIZES = { start: 1, len: 1, used: 1, reserved: 1 };
   var pinned = null;

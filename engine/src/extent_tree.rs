@@ -1,0 +1,781 @@
+//! fs/btrfs/extent-tree.c: block groups as v4.1 keeps them there. Phase 1
+//! of a new bg (`btrfs_make_block_group`) and phase 2
+//! (`btrfs_create_pending_block_groups`), the allocator
+//! (`find_free_extent`, `do_chunk_alloc`), delayed refs
+//! (`btrfs_run_delayed_refs` -> `update_block_group`), the commit's two
+//! writeouts of dirty bgs (`btrfs_start_dirty_block_groups` outside the
+//! critical section, `btrfs_write_dirty_block_groups` inside it, both through
+//! `write_one_cache_group`), the cleaner's `btrfs_delete_unused_bgs` and
+//! `btrfs_remove_block_group`, and the bg refcount
+//! (`btrfs_get_block_group` / `btrfs_put_block_group`).
+//!
+//! Modelled: the `new_bgs`, `dirty_bgs` and `unused_bgs` lists and the refs
+//! each holds, `used` / `reserved` per bg and space_info, the bg and extent
+//! items. Left out: the free-space cache and its inode (`cache_save_setup`,
+//! `btrfs_write_out_cache`, `io_bgs`), space reservations and flushing,
+//! pinned extents, `set_block_group_ro`'s space checks, caching threads;
+//! free space is an in-memory first-fit map. See docs/model.md.
+//!
+//! Failpoint sites here: `bg_create` (`do_chunk_alloc` fails),
+//! `bg_insert_item` (phase 2's `btrfs_insert_item` fails),
+//! `extent_tree_lookup` (`write_one_cache_group`'s `btrfs_search_slot`
+//! fails).
+//!
+//! Patches here: ff1f8250a9e4, in `btrfs_start_dirty_block_groups`.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    BgId, BgList, BlockGroup, DelayedRef, DirtyList, Done, Engine, Errno, Error, Event, ExtentId,
+    ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, Wait,
+    ACAEEDB193A5, E44081EF6118, FF1F8250, FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
+};
+
+/// `get_system_chunk_thresh` for a single device:
+/// `btrfs_calc_trans_metadata_size(root, num_dev + 1)` =
+/// `nodesize * BTRFS_MAX_LEVEL * 2 * 2` with 16K nodes.
+pub(crate) const SYSTEM_CHUNK_THRESH: u64 = 16 * 1024 * 8 * 2 * 2;
+/// `set_block_group_ro`'s `min_allocable_bytes` for metadata and system.
+const MIN_ALLOCABLE_BYTES: u64 = SZ_1M;
+
+/// How one bg of `btrfs_start_dirty_block_groups`' loop ended.
+pub(crate) enum DirtyStep {
+    /// Written (or re-queued); go on with the next.
+    Next,
+    /// `if (ret) break;`: an error aborted the transaction; the rest stay
+    /// on the local list.
+    Break,
+    /// `btrfs_wait_cache_io` on an IO still in flight; the bg stays first.
+    Blocked(Wait),
+}
+
+/// How one bg of `btrfs_write_dirty_block_groups` ended.
+pub(crate) enum CriticalStep {
+    Next,
+    /// Sleeping: on the bg's cache IO, or (e44081ef6118) for
+    /// `num_writers == 1` before looking its item up again.
+    Blocked(Option<(BgId, bool)>, Wait),
+}
+
+const STACK_CHUNK: &[&str] = &[
+    "find_free_extent",
+    "do_chunk_alloc",
+    "btrfs_make_block_group",
+];
+const STACK_START_DIRTY_WRITE: &[&str] = &[
+    "btrfs_commit_transaction",
+    "btrfs_start_dirty_block_groups",
+    "write_one_cache_group",
+];
+pub(crate) const STACK_START_DIRTY: &[&str] =
+    &["btrfs_commit_transaction", "btrfs_start_dirty_block_groups"];
+const STACK_WRITE_DIRTY_WRITE: &[&str] = &[
+    "btrfs_commit_transaction",
+    "commit_cowonly_roots",
+    "btrfs_write_dirty_block_groups",
+    "write_one_cache_group",
+];
+const STACK_WRITE_DIRTY: &[&str] = &[
+    "btrfs_commit_transaction",
+    "commit_cowonly_roots",
+    "btrfs_write_dirty_block_groups",
+];
+const STACK_REMOVE: &[&str] = &[
+    "btrfs_delete_unused_bgs",
+    "btrfs_remove_chunk",
+    "btrfs_remove_block_group",
+];
+
+/// Where `btrfs_delete_unused_bgs` stands between steps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DelPc {
+    /// The bg being deleted, waiting to start its transaction.
+    pub(crate) current: Option<BgId>,
+    /// `ret` of `btrfs_delete_unused_bgs`: after an error, the rest are only put.
+    pub(crate) failed: bool,
+    pub(crate) count: u32,
+}
+
+impl Engine {
+    /// fs/btrfs/extent-tree.c, `btrfs_get_block_group`.
+    pub(crate) fn btrfs_get_block_group(&mut self, id: BgId, site: &'static str) {
+        if self.bg(id).freed {
+            self.events.push(Event::UseAfterFree { bg: id, site });
+        }
+        self.bgm(id).refs += 1;
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_put_block_group`: the last put frees.
+    pub(crate) fn btrfs_put_block_group(&mut self, id: BgId, site: &'static str) {
+        if self.bg(id).freed {
+            self.events.push(Event::UseAfterFree { bg: id, site });
+        }
+        let bg = self.bgm(id);
+        bg.refs -= 1;
+        let refs = bg.refs;
+        if refs == 0 {
+            bg.freed = true;
+        } else if refs < 0 {
+            self.events.push(Event::RefUnderflow { bg: id, site });
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_make_block_group` (phase 1), after
+    /// volumes.c's `btrfs_alloc_chunk` placed the chunk: the bg in the cache
+    /// tree and space_info, on the handle's `new_bgs`. `None` when no device
+    /// hole fits: ENOSPC. `task` is `None` for mkfs's bgs.
+    pub(crate) fn btrfs_make_block_group(
+        &mut self,
+        kind: Kind,
+        transid: u64,
+        task: Option<TaskId>,
+    ) -> Option<BgId> {
+        let place = self.btrfs_alloc_chunk(kind)?;
+        let (start, len) = (place.start, place.len);
+        let id = BgId(self.bgs.len() as u32);
+        let mut free_space = BTreeMap::new();
+        free_space.insert(start, len);
+        self.bgs.push(BlockGroup {
+            id,
+            kind,
+            start,
+            len,
+            used: 0,
+            reserved: 0,
+            ro: false,
+            removed: false,
+            refs: 1, // the cache tree's
+            freed: false,
+            dirty_list: DirtyList::None,
+            bg_list: match task {
+                Some(t) => BgList::NewBgs(t),
+                None => BgList::None,
+            },
+            on_io_list: false,
+            created_transid: transid,
+            dev_offset: place.dev_offset,
+            free_space,
+        });
+        self.cache_tree.insert(start, id);
+        let si = &mut self.space_info[kind.index()];
+        si.total_bytes += len;
+        si.block_groups.push(id);
+        if let Some(t) = task {
+            self.tasks[t]
+                .handle
+                .as_mut()
+                .expect("phase 1 runs under a handle")
+                .new_bgs
+                .push(id);
+            self.events.push(Event::BgCreated { bg: id, task: t });
+        }
+        Some(id)
+    }
+
+    /// Phase 2 for one bg, as `btrfs_create_pending_block_groups` does it:
+    /// its bg item, then (volumes.c) its chunk item.
+    pub(crate) fn insert_bg_items(&mut self, id: BgId) {
+        let bg = self.bg(id);
+        let (key, item) = (
+            Key::block_group(bg.start, bg.len),
+            Item::BlockGroup {
+                used: bg.used,
+                chunk_objectid: FIRST_CHUNK_TREE_OBJECTID,
+                flags: bg.kind.flags(),
+            },
+        );
+        self.extent_tree.insert(key, item);
+        self.btrfs_finish_chunk_alloc(id);
+        self.events.push(Event::BgItemInserted { bg: id });
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_create_pending_block_groups`, for the
+    /// first bg of the task's `new_bgs`. Returns false when the list is
+    /// empty. The failpoint `bg_insert_item` stands for `btrfs_insert_item`
+    /// failing, which aborts.
+    pub(crate) fn create_one_pending(
+        &mut self,
+        task: TaskId,
+        stack: &'static [&'static str],
+    ) -> bool {
+        let h = self.tasks[task].handle.as_mut().expect("handle");
+        if h.new_bgs.is_empty() {
+            return false;
+        }
+        let id = h.new_bgs.remove(0);
+        let (transid, aborted) = (h.transid, h.aborted);
+        self.bgm(id).bg_list = BgList::None;
+        if aborted {
+            // `if (ret) goto next`: after this handle's error the rest are
+            // only unlinked. Another handle's abort does not stop it.
+            return true;
+        }
+        if let Some(err) = self.failpoint(Site::BgInsertItem) {
+            self.btrfs_abort_transaction(task, transid, err, stack);
+            return true;
+        }
+        self.insert_bg_items(id);
+        true
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_create_pending_block_groups`: the
+    /// whole of the task's `new_bgs` in one step.
+    pub(crate) fn create_pending_block_groups(
+        &mut self,
+        task: TaskId,
+        stack: &'static [&'static str],
+    ) {
+        while self.create_one_pending(task, stack) {}
+    }
+
+    /// Unlinks every bg left on the handle's `new_bgs` without inserting
+    /// its items: `btrfs_create_pending_block_groups`' path after an error,
+    /// all at once.
+    pub(crate) fn unlink_new_bgs(&mut self, task: TaskId) {
+        let bgs = std::mem::take(&mut self.tasks[task].handle.as_mut().expect("handle").new_bgs);
+        for id in bgs {
+            self.bgm(id).bg_list = BgList::None;
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `find_free_extent`'s search: first-fit in
+    /// the bgs of `kind`, in cache-tree order, skipping ro ones. On a hit
+    /// the range is reserved and its "add" delayed ref queued.
+    fn find_free_extent(
+        &mut self,
+        ext: ExtentId,
+        kind: Kind,
+        size: u64,
+        transid: u64,
+    ) -> Option<Done> {
+        let found = self.cache_tree.values().find_map(|&id| {
+            let bg = &self.bgs[id.0 as usize];
+            if bg.kind != kind || bg.ro {
+                return None;
+            }
+            bg.free_space
+                .iter()
+                .find(|(_, &l)| l >= size)
+                .map(|(&s, &l)| (id, s, l))
+        })?;
+        let (id, s, l) = found;
+        let bg = self.bgm(id);
+        bg.free_space.remove(&s);
+        if l > size {
+            bg.free_space.insert(s + size, l - size);
+        }
+        bg.reserved += size;
+        self.space_info[kind.index()].bytes_reserved += size;
+        let e = self.extent_mut(ext);
+        e.bg = Some(id);
+        e.start = s;
+        e.state = ExtentState::Reserved;
+        self.trans_mut(transid).delayed_refs.push_back(DelayedRef {
+            extent: ext,
+            action: RefAction::Add,
+        });
+        Some(Done::Extent {
+            id: ext,
+            bg: id,
+            start: s,
+        })
+    }
+
+    /// fs/btrfs/extent-tree.c, `check_system_chunk`: when the system
+    /// space_info has less than [`SYSTEM_CHUNK_THRESH`] left for the chunk
+    /// tree update, allocate a system chunk first (its result ignored, as
+    /// in v4.1): a second pending bg on the same handle.
+    fn check_system_chunk(&mut self, task: TaskId, transid: u64) {
+        let si = self.space_info(Kind::System);
+        let left = si
+            .total_bytes
+            .saturating_sub(si.bytes_used + si.bytes_reserved + si.bytes_readonly);
+        if left < SYSTEM_CHUNK_THRESH {
+            if let Some(bg) = self.btrfs_make_block_group(Kind::System, transid, Some(task)) {
+                self.events.push(Event::SystemChunkForced { bg });
+            }
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `do_chunk_alloc`: `check_system_chunk`,
+    /// then phase 1 of a new bg. ENOSPC is returned to the caller without
+    /// an abort; any other error (the `bg_create` failpoint) aborts.
+    fn do_chunk_alloc(&mut self, task: TaskId, kind: Kind, transid: u64) -> Result<(), Error> {
+        if let Some(err) = self.failpoint(Site::BgCreate) {
+            if err.errno != Errno::ENOSPC {
+                self.btrfs_abort_transaction(task, transid, err, STACK_CHUNK);
+            }
+            return Err(err);
+        }
+        self.check_system_chunk(task, transid);
+        match self.btrfs_make_block_group(kind, transid, Some(task)) {
+            Some(_) => Ok(()),
+            None => Err(Error::model(Errno::ENOSPC)),
+        }
+    }
+
+    /// The `alloc` operation, fs/btrfs/extent-tree.c `find_free_extent`:
+    /// step 1 searches and, if nothing fits, runs phase 1 of a new bg and
+    /// yields; step 2 searches again.
+    pub(crate) fn step_alloc(
+        &mut self,
+        task: TaskId,
+        ext: ExtentId,
+        kind: Kind,
+        size: u64,
+        retry: bool,
+    ) -> Stepped {
+        let transid = self.handle_transid(task);
+        if let Some(done) = self.find_free_extent(ext, kind, size, transid) {
+            return Stepped::Finished(Ok(done));
+        }
+        // A request larger than a chunk can never fit: ENOSPC, no chunk.
+        if size > self.config.chunk(kind) {
+            return self.fail_alloc(ext, Error::model(Errno::ENOSPC));
+        }
+        if let Err(err) = self.do_chunk_alloc(task, kind, transid) {
+            return self.fail_alloc(ext, err);
+        }
+        if !retry {
+            // Step 2 allocates at most one more chunk before giving up.
+            return Stepped::Yielded(Pc::Alloc {
+                ext,
+                kind,
+                size,
+                retry: true,
+            });
+        }
+        match self.find_free_extent(ext, kind, size, transid) {
+            Some(done) => Stepped::Finished(Ok(done)),
+            None => self.fail_alloc(ext, Error::model(Errno::ENOSPC)),
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `update_block_group`, for one delayed ref.
+    /// It does not check whether the bg's item exists yet: that is the root
+    /// of the ff1f8250 race.
+    fn update_block_group(&mut self, transid: u64, r: DelayedRef) {
+        let e = self.extent_of(r.extent);
+        let id = e.bg.expect("a queued ref has a bg");
+        if self.bg(id).freed {
+            self.events.push(Event::UseAfterFree {
+                bg: id,
+                site: "update_block_group",
+            });
+        }
+        let kind = e.kind;
+        let si = &mut self.space_info[kind.index()];
+        match r.action {
+            RefAction::Add => {
+                si.bytes_reserved -= e.len;
+                si.bytes_used += e.len;
+                let bg = self.bgm(id);
+                bg.reserved -= e.len;
+                bg.used += e.len;
+                self.extent_tree
+                    .insert(Key::extent(e.start, e.len), Item::Extent { refs: 1 });
+                let x = self.extent_mut(r.extent);
+                x.added = true;
+                if x.state == ExtentState::Reserved {
+                    x.state = ExtentState::Allocated;
+                }
+            }
+            RefAction::Drop => {
+                si.bytes_used -= e.len;
+                if self.bgs[id.0 as usize].ro {
+                    // Freed space in a read-only bg is read-only space.
+                    si.bytes_readonly += e.len;
+                }
+                let bg = self.bgm(id);
+                bg.used -= e.len;
+                // No pinning: the range is allocatable once the ref runs.
+                insert_free(&mut bg.free_space, e.start, e.len);
+                self.extent_tree.remove(&Key::extent(e.start, e.len));
+                self.extent_mut(r.extent).state = ExtentState::Freed;
+            }
+        }
+        if self.bg(id).dirty_list == DirtyList::None {
+            self.bgm(id).dirty_list = DirtyList::DirtyBgs(transid);
+            self.trans_mut(transid).dirty_bgs.push_back(id);
+            self.btrfs_get_block_group(id, "update_block_group");
+            self.events.push(Event::BgDirtied { bg: id });
+        }
+        let bg = self.bg(id);
+        if r.action == RefAction::Drop && bg.used == 0 && bg.bg_list == BgList::None {
+            self.btrfs_get_block_group(id, "update_block_group");
+            self.bgm(id).bg_list = BgList::UnusedBgs;
+            self.unused_bgs.push_back(id);
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_run_delayed_refs` of everything
+    /// queued, atomically (as inside a commit). A no-op on a handle that
+    /// aborted (`if (trans->aborted) return 0;`): v4.1 checks the handle,
+    /// not the transaction.
+    pub(crate) fn run_delayed_refs(&mut self, task: TaskId, transid: u64) {
+        if self.handle_aborted(task) {
+            return;
+        }
+        while let Some(r) = self.trans_mut(transid).delayed_refs.pop_front() {
+            self.update_block_group(transid, r);
+        }
+    }
+
+    /// The `run_delayed_refs` operation: `btrfs_run_delayed_refs`, one ref
+    /// a step.
+    pub(crate) fn step_run_refs(&mut self, task: TaskId, mut count: u32) -> Stepped {
+        let transid = self.handle_transid(task);
+        if self.handle_aborted(task) {
+            return Stepped::Finished(Ok(Done::RanRefs { count }));
+        }
+        if let Some(r) = self.trans_mut(transid).delayed_refs.pop_front() {
+            self.update_block_group(transid, r);
+            count += 1;
+        }
+        if self.trans(transid).delayed_refs.is_empty() {
+            Stepped::Finished(Ok(Done::RanRefs { count }))
+        } else {
+            Stepped::Yielded(Pc::RunRefs { count })
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `write_one_cache_group`: look the item up
+    /// and write `used` into it. The failpoint `extent_tree_lookup` stands
+    /// for `btrfs_search_slot` failing.
+    fn write_one_cache_group(&mut self, id: BgId) -> Result<(), Error> {
+        if let Some(err) = self.failpoint(Site::ExtentTreeLookup) {
+            return Err(err);
+        }
+        let bg = self.bg(id);
+        let (key, used) = (Key::block_group(bg.start, bg.len), bg.used);
+        match self.extent_tree.get_mut(&key) {
+            Some(Item::BlockGroup { used: u, .. }) => {
+                *u = used;
+                Ok(())
+            }
+            _ => Err(Error::model(Errno::ENOENT)),
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_start_dirty_block_groups`: one bg of
+    /// its loop. A bg still under cache IO is waited for first; under
+    /// `space_cache` its cache IO is started (the bg goes on `io_bgs`, which
+    /// keeps its ref); then its item is written.
+    pub(crate) fn start_dirty_one(&mut self, task: TaskId, transid: u64) -> DirtyStep {
+        let Some(&id) = self.trans(transid).writeout.front() else {
+            return DirtyStep::Next;
+        };
+        // "this can happen if something re-dirties a block group that is
+        // already under IO. Just wait for it to finish".
+        if self.bg(id).on_io_list {
+            if let Some(w) = self.cache_io_wait(id) {
+                return DirtyStep::Blocked(w);
+            }
+            self.io_list_del(id, "btrfs_start_dirty_block_groups");
+        }
+        self.trans_mut(transid).writeout.pop_front();
+        self.bgm(id).dirty_list = DirtyList::None;
+        let should_put = !self.btrfs_write_out_cache(task, transid, id);
+        let ret = self.write_one_cache_group(id);
+        let mut step = DirtyStep::Next;
+        match ret {
+            Ok(()) => self.events.push(Event::BgWritten {
+                bg: id,
+                critical: false,
+            }),
+            Err(err) if self.applied(FF1F8250) && err.errno == Errno::ENOENT => {
+                // ff1f8250a9e4: the item may still be on another handle's
+                // new_bgs; write it again in the critical section.
+                if self.bg(id).dirty_list == DirtyList::None {
+                    self.bgm(id).dirty_list = DirtyList::DirtyBgs(transid);
+                    self.trans_mut(transid).dirty_bgs.push_back(id);
+                    self.btrfs_get_block_group(id, "btrfs_start_dirty_block_groups");
+                }
+                self.events.push(Event::BgRequeued { bg: id });
+            }
+            Err(err) => {
+                // Before ff1f8250a9e4, write_one_cache_group aborted itself;
+                // after it, its caller aborts.
+                let stack = if self.applied(FF1F8250) {
+                    STACK_START_DIRTY
+                } else {
+                    STACK_START_DIRTY_WRITE
+                };
+                self.btrfs_abort_transaction(task, transid, err, stack);
+                step = DirtyStep::Break;
+            }
+        }
+        if should_put {
+            self.btrfs_put_block_group(id, "btrfs_start_dirty_block_groups");
+        }
+        step
+    }
+
+    /// What `btrfs_start_dirty_block_groups` does with the bgs an error left
+    /// on its local list when it returns. v4.1 does nothing: the list head
+    /// was on its stack, so their `dirty_list` stays linked to nothing and
+    /// their refs leak. acaeedb193a5 splices them back onto `dirty_bgs`,
+    /// where the abort's cleanup releases them.
+    pub(crate) fn start_dirty_leftovers(&mut self, transid: u64) {
+        if !self.applied(ACAEEDB193A5) {
+            return;
+        }
+        let rest = std::mem::take(&mut self.trans_mut(transid).writeout);
+        for id in rest {
+            self.bgm(id).dirty_list = DirtyList::DirtyBgs(transid);
+            self.trans_mut(transid).dirty_bgs.push_back(id);
+        }
+    }
+
+    /// `btrfs_start_dirty_block_groups`' `list_splice_init(&cur_trans->dirty_bgs,
+    /// &dirty)`: `dirty_bgs` onto the head of the local list (ahead of any
+    /// bgs an error left there).
+    pub(crate) fn splice_dirty_to_writeout(&mut self, transid: u64) {
+        let tr = self.trans_mut(transid);
+        let mut dirty = std::mem::take(&mut tr.dirty_bgs);
+        for &id in &dirty {
+            self.bgm(id).dirty_list = DirtyList::Writeout(transid);
+        }
+        let tr = self.trans_mut(transid);
+        dirty.append(&mut tr.writeout);
+        tr.writeout = dirty;
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_write_dirty_block_groups`, inside the
+    /// critical section, for the first bg of `dirty_bgs`: wait for its
+    /// cache IO if any, `cache_save_setup`, run every delayed ref, start its
+    /// cache IO, write its item. Any error aborts, `-ENOENT` included;
+    /// e44081ef6118 first waits for `num_writers == 1` (an endio worker's
+    /// JOIN_NOLOCK handle may hold the bg on its `new_bgs`) and looks again.
+    pub(crate) fn write_dirty_one(
+        &mut self,
+        task: TaskId,
+        transid: u64,
+        retry: Option<(BgId, bool)>,
+    ) -> CriticalStep {
+        let (id, should_put, ret) = match retry {
+            Some((id, should_put)) => {
+                if self.trans(transid).num_writers != 1 {
+                    return CriticalStep::Blocked(retry, Wait::Writers(transid));
+                }
+                (id, should_put, self.write_one_cache_group(id))
+            }
+            None => {
+                let id = *self.trans(transid).dirty_bgs.front().expect("a dirty bg");
+                if self.bg(id).on_io_list {
+                    if let Some(w) = self.cache_io_wait(id) {
+                        return CriticalStep::Blocked(None, w);
+                    }
+                    self.io_list_del(id, "btrfs_write_dirty_block_groups");
+                }
+                self.trans_mut(transid).dirty_bgs.pop_front();
+                self.bgm(id).dirty_list = DirtyList::None;
+                if self.handle_aborted(task) {
+                    // After an error v4.1 goes on taking bgs off the list
+                    // (`if (!ret)` guards the rest) and puts each.
+                    self.btrfs_put_block_group(id, "btrfs_write_dirty_block_groups");
+                    return CriticalStep::Next;
+                }
+                self.run_delayed_refs(task, transid);
+                let should_put = !self.btrfs_write_out_cache(task, transid, id);
+                let mut ret = self.write_one_cache_group(id);
+                if matches!(ret, Err(e) if e.errno == Errno::ENOENT) && self.applied(E44081EF6118) {
+                    // wait_event(cur_trans->writer_wait, num_writers == 1),
+                    // then the lookup again.
+                    if self.trans(transid).num_writers != 1 {
+                        return CriticalStep::Blocked(
+                            Some((id, should_put)),
+                            Wait::Writers(transid),
+                        );
+                    }
+                    ret = self.write_one_cache_group(id);
+                }
+                (id, should_put, ret)
+            }
+        };
+        match ret {
+            Ok(()) => self.events.push(Event::BgWritten {
+                bg: id,
+                critical: true,
+            }),
+            Err(err) => {
+                let stack = if self.applied(FF1F8250) {
+                    STACK_WRITE_DIRTY
+                } else {
+                    STACK_WRITE_DIRTY_WRITE
+                };
+                self.btrfs_abort_transaction(task, transid, err, stack);
+            }
+        }
+        if should_put {
+            self.btrfs_put_block_group(id, "btrfs_write_dirty_block_groups");
+        }
+        CriticalStep::Next
+    }
+
+    /// fs/btrfs/extent-tree.c, `set_block_group_ro(cache, force = 0)`:
+    /// refuses (-ENOSPC) when the space_info would be left without
+    /// `min_allocable_bytes` (1 MiB for metadata and system, 0 for data):
+    /// `bytes_used + bytes_reserved + bytes_readonly + num_bytes +
+    /// min_allocable_bytes <= total_bytes`. An already read-only bg is fine.
+    pub(crate) fn set_block_group_ro(&mut self, id: BgId) -> Result<(), Errno> {
+        let bg = self.bg(id);
+        if bg.ro {
+            return Ok(());
+        }
+        let num_bytes = bg.len - bg.reserved - bg.used;
+        let min_allocable = if bg.kind == Kind::Data {
+            0
+        } else {
+            MIN_ALLOCABLE_BYTES
+        };
+        let si = &mut self.space_info[bg.kind.index()];
+        if si.bytes_used + si.bytes_reserved + si.bytes_readonly + num_bytes + min_allocable
+            > si.total_bytes
+        {
+            return Err(Errno::ENOSPC);
+        }
+        si.bytes_readonly += num_bytes;
+        self.bgm(id).ro = true;
+        Ok(())
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_set_block_group_rw`.
+    pub(crate) fn btrfs_set_block_group_rw(&mut self, id: BgId) {
+        let bg = self.bg(id);
+        if !bg.ro {
+            return;
+        }
+        let num_bytes = bg.len - bg.reserved - bg.used;
+        self.space_info[bg.kind.index()].bytes_readonly -= num_bytes;
+        self.bgm(id).ro = false;
+    }
+
+    /// The `delete_unused` operation, fs/btrfs/extent-tree.c
+    /// `btrfs_delete_unused_bgs`: one bg a step.
+    pub(crate) fn step_delete_unused(&mut self, task: TaskId, mut d: DelPc) -> Stepped {
+        if d.current.is_none() {
+            let Some(id) = self.unused_bgs.pop_front() else {
+                return Stepped::Finished(Ok(Done::Deleted { count: d.count }));
+            };
+            self.bgm(id).bg_list = BgList::None;
+            let bg = self.bg(id);
+            if d.failed || bg.used != 0 || bg.reserved != 0 || bg.ro {
+                self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
+                return self.delete_unused_next(d);
+            }
+            // "We don't want to force the issue, only flip if it's ok."
+            if self.set_block_group_ro(id).is_err() {
+                self.events.push(Event::BgKeptForSpace { bg: id });
+                self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
+                return self.delete_unused_next(d);
+            }
+            d.current = Some(id);
+        }
+        let id = d.current.expect("a bg to delete");
+        // btrfs_remove_block_group waits for the bg's cache IO; the model
+        // waits before starting the transaction (see docs/model.md).
+        if self.bg(id).on_io_list {
+            if let Some(w) = self.cache_io_wait(id) {
+                return Stepped::Blocked(Pc::DeleteUnused(d), w);
+            }
+        }
+        let transid = match self.join_transaction(task, TransType::Start) {
+            Err(w) => return Stepped::Blocked(Pc::DeleteUnused(d), w),
+            Ok(Err(_)) => {
+                // btrfs_set_block_group_rw, then only puts from here on.
+                self.btrfs_set_block_group_rw(id);
+                d.failed = true;
+                d.current = None;
+                self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
+                return self.delete_unused_next(d);
+            }
+            Ok(Ok(t)) => t,
+        };
+        self.btrfs_remove_chunk(task, transid, id);
+        if self.handle_aborted(task) {
+            d.failed = true;
+        } else {
+            d.count += 1;
+        }
+        let _ = self.release_handle(task);
+        d.current = None;
+        self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
+        self.delete_unused_next(d)
+    }
+
+    fn delete_unused_next(&mut self, d: DelPc) -> Stepped {
+        if self.unused_bgs.is_empty() {
+            Stepped::Finished(Ok(Done::Deleted { count: d.count }))
+        } else {
+            Stepped::Yielded(Pc::DeleteUnused(d))
+        }
+    }
+
+    /// fs/btrfs/extent-tree.c, `btrfs_remove_block_group`, as
+    /// `btrfs_remove_chunk` calls it: off whichever dirty list the bg is
+    /// on, out of the cache tree and space_info, its item deleted (a missing
+    /// item aborts with EIO).
+    pub(crate) fn btrfs_remove_block_group(&mut self, task: TaskId, transid: u64, id: BgId) {
+        let (start, len, kind) = {
+            let bg = self.bg(id);
+            (bg.start, bg.len, bg.kind)
+        };
+        // "make sure our free spache cache IO is done before remove the
+        // free space inode" (the wait itself happened before this step).
+        self.io_list_del(id, "btrfs_remove_block_group");
+        match self.bg(id).dirty_list {
+            DirtyList::None => {}
+            DirtyList::DirtyBgs(t) => {
+                self.trans_mut(t).dirty_bgs.retain(|&b| b != id);
+                self.bgm(id).dirty_list = DirtyList::None;
+                self.btrfs_put_block_group(id, "btrfs_remove_block_group");
+            }
+            DirtyList::Writeout(t) => {
+                self.trans_mut(t).writeout.retain(|&b| b != id);
+                self.bgm(id).dirty_list = DirtyList::None;
+                self.btrfs_put_block_group(id, "btrfs_remove_block_group");
+            }
+        }
+        self.cache_tree.remove(&start);
+        let bg = self.bg(id);
+        let readonly = if bg.ro {
+            bg.len - bg.used - bg.reserved
+        } else {
+            0
+        };
+        let si = &mut self.space_info[kind.index()];
+        si.total_bytes -= len;
+        si.bytes_readonly -= readonly;
+        si.block_groups.retain(|&b| b != id);
+        self.bgm(id).removed = true;
+        self.events.push(Event::BgRemoved { bg: id });
+        // The cache tree's ref (the lookup ref is taken and put here too).
+        self.btrfs_put_block_group(id, "btrfs_remove_block_group");
+        if self
+            .extent_tree
+            .remove(&Key::block_group(start, len))
+            .is_none()
+        {
+            self.btrfs_abort_transaction(task, transid, Error::model(Errno::EIO), STACK_REMOVE);
+        }
+    }
+}
+
+/// Returns a range to a bg's free-space map, merging with its neighbours
+/// (what fs/btrfs/free-space-cache.c's `btrfs_add_free_space` does with
+/// `try_merge_free_space`).
+fn insert_free(map: &mut BTreeMap<u64, u64>, mut start: u64, mut len: u64) {
+    if let Some((&s, &l)) = map.range(..start).next_back() {
+        if s + l == start {
+            map.remove(&s);
+            start = s;
+            len += l;
+        }
+    }
+    if let Some(&l) = map.get(&(start + len)) {
+        map.remove(&(start + len));
+        len += l;
+    }
+    map.insert(start, len);
+}

@@ -1,0 +1,221 @@
+//! The upstream commits whose presence changes what the engine does. Each
+//! is a row of [`PATCHES`]; an engine runs with a [`Patches`] set and asks
+//! [`crate::Engine::applied`] at the one place the kernel differs. A
+//! variant (in the harness) is a named set of these. See docs/model.md.
+//!
+//! To add a patch: one `pub const NAME: PatchId = PatchId(n)` and one row
+//! at index `n` of [`PATCHES`], both here; the tests below check the table.
+
+use std::fmt;
+
+/// Whether a patch fixes a bug or adds behaviour that later fixes build on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PatchKind {
+    Fix,
+    Feature,
+}
+
+impl PatchKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PatchKind::Fix => "fix",
+            PatchKind::Feature => "feature",
+        }
+    }
+}
+
+/// One upstream commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Patch {
+    /// The commit id, 12 hex digits, as the kernel cites it.
+    pub id: &'static str,
+    /// Its subject line.
+    pub title: &'static str,
+    /// The release it landed in, e.g. "v4.1".
+    pub kernel: &'static str,
+    pub kind: PatchKind,
+    /// For a fix: the violation kind (an oracle's name) expected when the
+    /// fix is absent.
+    pub expected: Option<&'static str>,
+    /// The kernel file it changes where the engine models it.
+    pub file: &'static str,
+}
+
+/// A row of [`PATCHES`], by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PatchId(pub u8);
+
+/// ff1f8250a9e4 ("Btrfs: fix race between block group creation and their
+/// cache writeout"): `btrfs_start_dirty_block_groups` forgives `-ENOENT`
+/// from `write_one_cache_group` and re-queues the bg for the critical
+/// section, where its item exists.
+pub const FF1F8250: PatchId = PatchId(0);
+
+/// e44081ef6118 ("Btrfs: fix unprotected list operations at
+/// btrfs_write_dirty_block_groups"): on `-ENOENT` in the critical section,
+/// wait for the free-space endio workers (`num_writers == 1`) and look the
+/// item up again. Without it, a bg that a worker's JOIN_NOLOCK handle
+/// created during COMMIT_DOING aborts the commit.
+pub const E44081EF6118: PatchId = PatchId(1);
+
+/// c79a175175d5 ("Btrfs: fix memory leak of block group cache"):
+/// `btrfs_cleanup_one_transaction` releases `dirty_bgs` and `io_bgs`
+/// (`btrfs_cleanup_dirty_bgs`). v4.1 leaks their refs on abort.
+pub const C79A175175D5: PatchId = PatchId(2);
+
+/// acaeedb193a5 ("btrfs: splice remaining dirty_bg's onto the transaction
+/// dirty bg list"): the bgs an error left on
+/// `btrfs_start_dirty_block_groups`' local list go back on `dirty_bgs`
+/// instead of leaking.
+pub const ACAEEDB193A5: PatchId = PatchId(3);
+
+/// Every modelled patch, indexed by [`PatchId`].
+pub const PATCHES: &[Patch] = &[
+    Patch {
+        id: "ff1f8250a9e4",
+        title: "Btrfs: fix race between block group creation and their cache writeout",
+        kernel: "v4.1",
+        kind: PatchKind::Fix,
+        expected: Some("abort-enoent-outside-critical"),
+        file: "fs/btrfs/extent-tree.c",
+    },
+    Patch {
+        id: "e44081ef6118",
+        title: "Btrfs: fix unprotected list operations at btrfs_write_dirty_block_groups",
+        kernel: "v4.2",
+        kind: PatchKind::Fix,
+        expected: Some("unjustified-abort"),
+        file: "fs/btrfs/extent-tree.c",
+    },
+    Patch {
+        id: "c79a175175d5",
+        title: "Btrfs: fix memory leak of block group cache",
+        kernel: "v4.9",
+        kind: PatchKind::Fix,
+        expected: Some("bg-refcount"),
+        file: "fs/btrfs/disk-io.c",
+    },
+    Patch {
+        id: "acaeedb193a5",
+        title: "btrfs: splice remaining dirty_bg's onto the transaction dirty bg list",
+        kernel: "v5.11",
+        kind: PatchKind::Fix,
+        expected: Some("bg-refcount"),
+        file: "fs/btrfs/block-group.c",
+    },
+];
+
+impl PatchId {
+    pub fn patch(self) -> &'static Patch {
+        &PATCHES[self.0 as usize]
+    }
+}
+
+impl fmt::Display for PatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.patch().id)
+    }
+}
+
+/// A set of patches, one bit per row of [`PATCHES`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Patches(pub u64);
+
+impl Patches {
+    pub const NONE: Patches = Patches(0);
+
+    /// Every fix in the table (the `fixed` variant).
+    pub const FIXES: Patches = {
+        let mut set = Patches::NONE;
+        let mut i = 0;
+        while i < PATCHES.len() {
+            if matches!(PATCHES[i].kind, PatchKind::Fix) {
+                set = set.with(PatchId(i as u8));
+            }
+            i += 1;
+        }
+        set
+    };
+
+    pub const fn contains(self, p: PatchId) -> bool {
+        self.0 & (1 << p.0) != 0
+    }
+    pub const fn with(self, p: PatchId) -> Patches {
+        Patches(self.0 | (1 << p.0))
+    }
+    pub const fn without(self, p: PatchId) -> Patches {
+        Patches(self.0 & !(1 << p.0))
+    }
+    /// The patches in `self` and not in `other`.
+    pub const fn minus(self, other: Patches) -> Patches {
+        Patches(self.0 & !other.0)
+    }
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The patches in the set, in table order.
+    pub fn iter(self) -> impl Iterator<Item = PatchId> {
+        (0..PATCHES.len() as u8)
+            .map(PatchId)
+            .filter(move |&p| self.contains(p))
+    }
+}
+
+impl FromIterator<PatchId> for Patches {
+    fn from_iter<I: IntoIterator<Item = PatchId>>(iter: I) -> Self {
+        iter.into_iter().fold(Patches::NONE, Patches::with)
+    }
+}
+
+/// The commit ids, comma-separated; `none` for the empty set.
+impl fmt::Display for Patches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, p) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(p.patch().id)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_well_formed() {
+        assert!(PATCHES.len() <= 64, "Patches is a u64 bitset");
+        for (i, p) in PATCHES.iter().enumerate() {
+            assert_eq!(p.id.len(), 12, "{}: 12 hex digits", p.id);
+            assert!(p
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(PATCHES[..i].iter().all(|q| q.id != p.id), "{} twice", p.id);
+            assert!(p.kernel.starts_with('v'), "{}: kernel {}", p.id, p.kernel);
+            assert!(p.file.starts_with("fs/btrfs/"), "{}: file {}", p.id, p.file);
+            if p.kind == PatchKind::Fix {
+                assert!(p.expected.is_some(), "fix {} names its oracle", p.id);
+            }
+        }
+        assert_eq!(FF1F8250.patch().id, "ff1f8250a9e4");
+    }
+
+    #[test]
+    fn set_operations() {
+        let s = Patches::NONE.with(FF1F8250);
+        assert!(s.contains(FF1F8250));
+        assert!(!s.without(FF1F8250).contains(FF1F8250));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![FF1F8250]);
+        assert_eq!(s.iter().collect::<Patches>(), s);
+        assert!(Patches::FIXES.contains(FF1F8250));
+        assert_eq!(Patches::FIXES.minus(s), Patches::FIXES.without(FF1F8250));
+        assert_eq!(s.to_string(), "ff1f8250a9e4");
+        assert_eq!(Patches::NONE.to_string(), "none");
+    }
+}

@@ -1,0 +1,103 @@
+//! fs/btrfs/volumes.c: chunks and device extents. Allocating a chunk
+//! (`btrfs_alloc_chunk`: `find_free_dev_extent`, `find_next_chunk`), its
+//! chunk item in phase 2 (`btrfs_finish_chunk_alloc`), and removing it
+//! (`btrfs_remove_chunk`).
+//!
+//! Modelled: one device, one stripe per chunk (the SINGLE profile), a
+//! first-fit device hole search past the first 1 MiB, logical chunk starts
+//! past the highest chunk's end, a chunk item per chunk. Left out: RAID
+//! profiles and several devices, the system chunk array in the superblock,
+//! `check_system_chunk`, the dev extent items (the map stands for them), and
+//! device replace. No failpoint sites (a chunk allocation's failure is the
+//! `bg_create` site in extent_tree.rs). See docs/model.md.
+
+use crate::{BgId, ChunkItem, Engine, Kind, TaskId, SZ_1M};
+
+/// The first 1 MiB of the device holds no chunk (superblock area).
+pub(crate) const DEV_RESERVED: u64 = SZ_1M;
+
+/// `BTRFS_STRIPE_LEN`: a device hole smaller than this holds no chunk, and
+/// a tail chunk's size is rounded down to it.
+pub(crate) const BTRFS_STRIPE_LEN: u64 = 64 * 1024;
+
+/// Where a new chunk goes: its logical start, device offset and size.
+pub(crate) struct ChunkPlace {
+    pub(crate) start: u64,
+    pub(crate) dev_offset: u64,
+    pub(crate) len: u64,
+}
+
+impl Engine {
+    /// fs/btrfs/volumes.c, `__btrfs_alloc_chunk`: `find_free_dev_extent`
+    /// returns the first device hole that fits a chunk of `kind`, or else
+    /// the largest hole; a hole of at least `BTRFS_STRIPE_LEN` makes a tail
+    /// chunk of its size rounded down to it (`if (max_avail <
+    /// BTRFS_STRIPE_LEN * dev_stripes) continue; ... stripe_size =
+    /// devices_info[ndevs-1].max_avail;`). Its device extent is taken, and
+    /// its logical start is past every chunk (`find_next_chunk`). `None`
+    /// when no hole is big enough: ENOSPC.
+    pub(crate) fn btrfs_alloc_chunk(&mut self, kind: Kind) -> Option<ChunkPlace> {
+        let want = self.config.chunk(kind);
+        let (mut cursor, mut best) = (DEV_RESERVED, (0u64, 0u64));
+        let mut found = None;
+        let ends = self
+            .dev_extents
+            .iter()
+            .map(|(&off, &l)| (off, off + l))
+            .chain(std::iter::once((
+                self.config.device_size,
+                self.config.device_size,
+            )));
+        for (off, end) in ends {
+            let hole = off.saturating_sub(cursor);
+            if hole >= want {
+                found = Some((cursor, want));
+                break;
+            }
+            if hole > best.1 {
+                best = (cursor, hole);
+            }
+            cursor = cursor.max(end);
+        }
+        let (dev_offset, len) = match found {
+            Some(f) => f,
+            None if best.1 >= BTRFS_STRIPE_LEN => {
+                (best.0, best.1 / BTRFS_STRIPE_LEN * BTRFS_STRIPE_LEN)
+            }
+            None => return None,
+        };
+        self.dev_extents.insert(dev_offset, len);
+        // find_next_chunk: logical start just past the highest chunk's end.
+        let start = self.bgs.iter().map(|b| b.end()).max().unwrap_or(SZ_1M);
+        Some(ChunkPlace {
+            start,
+            dev_offset,
+            len,
+        })
+    }
+
+    /// fs/btrfs/volumes.c, `btrfs_finish_chunk_alloc`: the chunk item, in
+    /// phase 2 next to the bg item.
+    pub(crate) fn btrfs_finish_chunk_alloc(&mut self, id: BgId) {
+        let bg = self.bg(id);
+        let chunk = ChunkItem {
+            len: bg.len,
+            flags: bg.kind.flags(),
+            dev_offset: bg.dev_offset,
+        };
+        let start = bg.start;
+        self.chunk_tree.insert(start, chunk);
+    }
+
+    /// fs/btrfs/volumes.c, `btrfs_remove_chunk`: the chunk item and device
+    /// extent go, then `btrfs_remove_block_group` (extent-tree.c).
+    pub(crate) fn btrfs_remove_chunk(&mut self, task: TaskId, transid: u64, id: BgId) {
+        let (start, dev_offset) = {
+            let bg = self.bg(id);
+            (bg.start, bg.dev_offset)
+        };
+        self.chunk_tree.remove(&start);
+        self.dev_extents.remove(&dev_offset);
+        self.btrfs_remove_block_group(task, transid, id);
+    }
+}
