@@ -1064,6 +1064,7 @@ pub fn campaign(cfg: &CampaignConfig) -> anyhow::Result<CampaignReport> {
         &serde_json::to_string_pretty(&report)?,
     )?;
     crate::write_atomic(&cfg.out.join("report.md"), &markdown(&report))?;
+    crate::html::write_index(&cfg.out, &report)?;
     Ok(report)
 }
 

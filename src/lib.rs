@@ -14,12 +14,14 @@ pub mod coverage;
 pub mod explore;
 pub mod generate;
 pub mod kernel;
+pub mod html;
 pub mod minimize;
 pub mod oracles;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod search;
+pub mod snapshot;
 pub mod targets;
 pub mod variant;
 

@@ -54,6 +54,15 @@ enum Command {
         /// strict script.
         #[arg(long)]
         loose: bool,
+        /// Also draw the run as one self-contained HTML page in FILE: a lane
+        /// per task, per block group and per transaction, a row per step;
+        /// hovering a step shows the engine's state after it.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// With --json: add "events", an array with the engine's state
+        /// after each step (one object per step).
+        #[arg(long, requires = "json")]
+        events: bool,
         #[command(flatten)]
         input: InputKind,
         /// Also run the script on this machine's kernel (`bgfuzz kernel`,
@@ -308,6 +317,8 @@ fn main() -> ExitCode {
             json,
             print_script,
             loose,
+            html,
+            events,
             input,
             kernel,
             kernel_time,
@@ -315,7 +326,15 @@ fn main() -> ExitCode {
             if kernel {
                 repro_kernel(&file, kernel_time, json)
             } else {
-                repro(&file, variant, json, print_script, loose, input)
+                repro(
+                    &file,
+                    variant,
+                    json,
+                    print_script,
+                    loose,
+                    input,
+                    Picture { html, events },
+                )
             }
         }
         Command::Check { paths } => check(&paths),
@@ -391,6 +410,7 @@ fn repro(
     print_script: bool,
     loose: bool,
     input: InputKind,
+    picture: Picture,
 ) -> anyhow::Result<ExitCode> {
     let (scn, artifact) = load(file, input)?;
     let variant = input_variant(&scn, variant, artifact)?;
@@ -406,9 +426,24 @@ fn repro(
     } else {
         Mode::Strict
     };
-    let r = run(&scn, variant, mode).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
+    let (r, snaps) = if picture.events {
+        bgfuzz::snapshot::capture(&scn, variant, mode)
+    } else if picture.html.is_some() {
+        bgfuzz::snapshot::capture_last(&scn, variant, mode, bgfuzz::html::MAX_ROWS)
+    } else {
+        run(&scn, variant, mode).map(|r| (r, Vec::new()))
+    }
+    .map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
+    if let Some(out) = &picture.html {
+        let page = bgfuzz::html::page(&file.display().to_string(), &r, &snaps);
+        bgfuzz::write_atomic(out, &page)?;
+        eprintln!("wrote {}", out.display());
+    }
     if print_script {
         print!("{}", r.scenario.print());
+    } else if json && picture.events {
+        let j = bgfuzz::snapshot::with_events(report::json(&r), &snaps);
+        println!("{}", serde_json::to_string(&j)?);
     } else if json {
         println!("{}", serde_json::to_string(&report::json(&r))?);
     } else {
@@ -419,6 +454,12 @@ fn repro(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `repro --html FILE` and `--events`: what to draw besides the report.
+struct Picture {
+    html: Option<PathBuf>,
+    events: bool,
 }
 
 fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {

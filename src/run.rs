@@ -75,7 +75,7 @@ pub enum RunError {
     Failpoints(String),
 }
 
-struct Runner {
+struct Runner<'o> {
     engine: Engine,
     oracles: Oracles,
     mode: Mode,
@@ -83,7 +83,12 @@ struct Runner {
     /// The op in progress per task, for the record.
     ops: [Option<Op>; MAX_TASKS],
     violation: Option<Violation>,
+    observer: Observer<'o>,
 }
+
+/// Sees the engine before the first step (`None`) and after each step:
+/// how [`crate::snapshot`] records the state a picture shows.
+pub type Observer<'o> = &'o mut dyn FnMut(&Engine, Option<&RanStep>);
 
 /// Runs a scenario under a variant.
 pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, RunError> {
@@ -99,6 +104,18 @@ pub fn run_patched(
     variant: Variant,
     patches: Patches,
     mode: Mode,
+) -> Result<Run, RunError> {
+    run_observed(scenario, variant, patches, mode, &mut |_, _| {})
+}
+
+/// [`run_patched`], calling `observer` before the first step and after
+/// each step.
+pub fn run_observed(
+    scenario: &Scenario,
+    variant: Variant,
+    patches: Patches,
+    mode: Mode,
+    observer: Observer<'_>,
 ) -> Result<Run, RunError> {
     let armed = scenario.fails.iter().any(|p| p.injects());
     if armed && !bgfuzz_failpoints::ENABLED {
@@ -119,7 +136,9 @@ pub fn run_patched(
         steps: Vec::new(),
         ops: [None; MAX_TASKS],
         violation: None,
+        observer,
     };
+    (r.observer)(&r.engine, None);
     r.run_steps(&scenario.steps)?;
     if r.violation.is_none() {
         r.drain();
@@ -149,7 +168,7 @@ pub fn run_patched(
     })
 }
 
-impl Runner {
+impl Runner<'_> {
     fn script_error<T>(&self, line: usize, message: String) -> Result<T, RunError> {
         Err(RunError::Script { line, message })
     }
@@ -330,6 +349,7 @@ impl Runner {
             events,
             drain,
         });
+        (self.observer)(&self.engine, self.steps.last());
         if let Some(finding) = finding {
             self.violation = Some(Violation {
                 finding,
