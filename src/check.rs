@@ -43,26 +43,57 @@ impl CheckReport {
 }
 
 /// The `.scn` files under the given paths, sorted, so output is stable.
+/// Each real file is visited once, and each real directory: symlinks are
+/// followed, but a link back to a directory already walked (`ln -s .`) is
+/// not walked again. In directories, only regular files count: a FIFO or a
+/// device named `x.scn` is skipped, never opened. A path named on the
+/// command line is kept whatever it is, for `check_file` to report.
 pub fn collect_scripts(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for p in paths {
         if p.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
-                .map(|e| e.map(|e| e.path()))
-                .collect::<Result<_, _>>()?;
-            entries.sort();
-            for e in entries {
-                if e.is_dir() {
-                    out.extend(collect_scripts(&[e])?);
-                } else if e.extension().is_some_and(|x| x == "scn") {
-                    out.push(e);
-                }
-            }
-        } else {
+            walk(p, &mut seen, &mut out)?;
+        } else if seen.insert(real(p)) {
             out.push(p.clone());
         }
     }
     Ok(out)
+}
+
+/// The canonical path, which names the real file; the path itself when it
+/// cannot be resolved (a missing file is reported by `check_file`).
+fn real(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn walk(
+    dir: &Path,
+    seen: &mut std::collections::BTreeSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    if !seen.insert(real(dir)) {
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for e in entries {
+        // Follows symlinks; a dangling one is skipped.
+        let Ok(meta) = std::fs::metadata(&e) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk(&e, seen, out)?;
+        } else if meta.is_file()
+            && e.extension().is_some_and(|x| x == "scn")
+            && seen.insert(real(&e))
+        {
+            out.push(e);
+        }
+    }
+    Ok(())
 }
 
 /// Checks one script: runs it under each variant named in its `expect`
@@ -74,9 +105,9 @@ pub fn check_file(path: &Path, report: &mut CheckReport) {
             message,
         })
     };
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::read_input(path) {
         Ok(b) => b,
-        Err(e) => return fail(report, format!("{}: {e}", path.display())),
+        Err(e) => return fail(report, format!("{e:#}")),
     };
     let scn = match Scenario::parse(&bytes) {
         Ok(s) => s,
@@ -88,17 +119,21 @@ pub fn check_file(path: &Path, report: &mut CheckReport) {
             format!("{}: no `expect` lines to check", path.display()),
         );
     }
+    // An invalid script is invalid under every variant: reported and
+    // counted once, and none of its lines count.
+    let mut lines = Vec::new();
     for exp in &scn.expects {
         match run(&scn, exp.variant, Mode::Strict) {
-            Ok(r) => report.lines.push(CheckLine {
+            Ok(r) => lines.push(CheckLine {
                 path: path.to_path_buf(),
                 variant: exp.variant,
                 expected: exp.outcome,
                 got: r.violation.map(|v| v.finding.kind),
             }),
-            Err(e) => fail(report, format!("{}:{e}", path.display())),
+            Err(e) => return fail(report, format!("{}:{e}", path.display())),
         }
     }
+    report.lines.extend(lines);
 }
 
 pub fn check_paths(paths: &[PathBuf]) -> std::io::Result<CheckReport> {

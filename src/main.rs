@@ -10,7 +10,7 @@ use anyhow::Context;
 use bgfuzz::check::{check_paths, outcome_name};
 use bgfuzz::explore::{Bounds, Limits};
 use bgfuzz::generate::decode;
-use bgfuzz::minimize::{minimize, Minimized};
+use bgfuzz::minimize::{minimize_with, Budget, Minimized};
 use bgfuzz::variant::Variant;
 
 use bgfuzz::report;
@@ -25,7 +25,11 @@ use sha2::{Digest, Sha256};
 #[command(
     name = "bgfuzz",
     version,
-    about = "Fuzz the btrfs v4.1 transaction/block-group model for the ff1f8250 race and its kin"
+    about = "Fuzz the btrfs v4.1 transaction/block-group model for the ff1f8250 race and its kin",
+    after_help = "`bgfuzz list` prints the variants, script operations, failpoint sites and \
+violation kinds. Script format: docs/scripts.md.\n\n\
+Exit codes: 0 nothing found (or all met), 1 a violation or an unmet expectation \
+(`bgfuzz COMMAND --help` says which for each), 2 invalid input or usage."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,9 +41,11 @@ enum Command {
     /// Run a script; print it annotated, a timeline, and any violation.
     /// Exit 0: no violation, 1: a violation, 2: invalid input.
     Repro {
+        /// A script (`.scn`) or a libFuzzer input (crash-*, a corpus file):
+        /// see --script/--artifact for how it is told apart.
         file: PathBuf,
         #[arg(long, value_parser = parse_variant,
-              help = variant_help("Overrides the script's `variant` line."))]
+              help = variant_help("The engine to run; overrides the script's `variant` line [default: the script's, else BGFUZZ_VARIANT for an input, else fixed]."))]
         variant: Option<Variant>,
         /// Print {"variant","steps","violation"} instead.
         #[arg(long)]
@@ -75,49 +81,75 @@ enum Command {
         kernel_time: Duration,
     },
     /// Shrink a failing script or libFuzzer artifact: fewer tasks, steps and
-    /// faults, smaller sizes, the same violation kind.
+    /// faults, smaller sizes, the same violation kind. Prints the result.
+    /// Exit 0: minimized, 1: no violation to keep, 2: invalid input or an
+    /// output it will not write.
     Minimize {
+        /// A script or a libFuzzer input, told apart as for `repro`.
         file: PathBuf,
-        /// Write the minimized script here (it carries `expect` lines for
-        /// every variant, ready for corpus/scripts/).
+        /// Also write the minimized script here (it carries `expect` lines
+        /// for every variant, ready for corpus/scripts/). An existing file
+        /// is kept unless --force; anything but a regular file never is
+        /// replaced.
         #[arg(short, long)]
         out: Option<PathBuf>,
+        /// Overwrite an existing regular file given to -o.
+        #[arg(long, requires = "out")]
+        force: bool,
+        /// How much to try: a number of candidate runs (the same result
+        /// on every machine), or a wall-clock limit such as 60s or 5m.
+        /// When it runs out, the smallest script so far is the result.
+        #[arg(long, value_parser = parse_budget, default_value_t = BudgetArg::Tries(Budget::DEFAULT_TRIES))]
+        budget: BudgetArg,
         #[arg(long, value_parser = parse_variant,
-              help = variant_help("Overrides the script's `variant` line."))]
+              help = variant_help("The engine to shrink under [default: as for `repro`]."))]
         variant: Option<Variant>,
         #[command(flatten)]
         input: InputKind,
     },
     /// In-process search with the fuzz targets' generator. With no
-    /// arguments: the fixed engine for a short budget, then each bug variant
-    /// until it is found, and a table.
+    /// arguments: the fixed engine for 200000 cases, then each bug variant
+    /// until it is found (at most 1000000 cases each), and a table.
+    /// Exit 0: as expected (no --variant: fixed clean and every bug
+    /// variant caught; with --variant: nothing found), 1: otherwise, 2:
+    /// invalid arguments.
     Run {
         #[arg(long, value_parser = parse_variant,
-              help = variant_help("Search this variant only (default: fixed, then each bug variant)."))]
+              help = variant_help("Search only this variant, for 200000 cases unless --time or --cases says otherwise [default: fixed, then each bug variant]."))]
         variant: Option<Variant>,
-        /// Wall-clock budget per variant, e.g. 30s, 5m (outside the runs:
-        /// each case stays reproducible from its seed and index).
+        /// Wall-clock budget per variant, e.g. 30s, 5m, at most a year
+        /// (outside the runs: each case stays reproducible from its seed
+        /// and index). With no --variant, the fixed engine's budget.
         #[arg(long, value_parser = parse_duration, conflicts_with = "cases")]
         time: Option<Duration>,
-        /// Case budget per variant.
+        /// Case budget per variant [default: 200000]; with no --variant,
+        /// the fixed engine's budget.
         #[arg(long)]
         cases: Option<u64>,
+        /// Seed of the case generator: the same seed gives the same cases.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Where minimized scripts of what is found go.
+        /// Where minimized scripts of what is found go (created).
         #[arg(long, default_value = "bgfuzz-out")]
         out: PathBuf,
     },
     /// The performance table: search throughput, time to detect each bug
-    /// variant over 20 seeds, minimized size, engine replay speed.
+    /// variant over 20 seeds, minimized size, engine replay speed (of
+    /// corpus/scripts/btrfs-078-like.scn, so run it from the repository).
+    /// Exit 0, or 2 on invalid arguments.
     Bench {
+        /// Print the table as JSON.
         #[arg(long)]
         json: bool,
-        /// Rounds for the throughput medians.
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        #[arg(long, default_value_t = 20)]
-        seeds: usize,
+        /// Rounds for the throughput medians (at least 1).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
+        /// Seeds per bug variant for the time to detect (at least 1).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: u64,
+        /// Cases each seed may take to find a bug variant's bug (at least 1).
+        #[arg(long, default_value_t = BUG_CAP_CASES, value_parser = clap::value_parser!(u64).range(1..))]
+        cap_cases: u64,
     },
     /// A nightly campaign: `cargo fuzz` over the targets, new inputs merged
     /// (add-only) into a working corpus under OUT, crashes minimized,
@@ -180,18 +212,25 @@ enum Command {
     /// budget or memory limit stopped it first (incomplete).
     Explore(ExploreArgs),
     /// Replay scripts (files or directories of .scn) against their
-    /// `expect` lines.
+    /// `expect` lines. Exit 0: all met, 1: one unmet, 2: one invalid.
     Check {
+        /// Scripts, or directories searched for `*.scn` (symlinks followed,
+        /// each real file once; only regular files).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
     /// List the variants: each one's patches (upstream commit, title,
     /// kernel version, fix or feature) and, for a bug variant, the oracle
-    /// expected to catch it.
+    /// expected to catch it. Exit 0.
     Variants {
+        /// Print the table as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// List what scripts and flags may name: variants, operations,
+    /// failpoint sites with their errnos, mount options, violation kinds.
+    /// Exit 0.
+    List,
 }
 
 #[derive(clap::Args)]
@@ -248,46 +287,126 @@ struct ExploreArgs {
     out: PathBuf,
 }
 
-/// Whether FILE is a script or a libFuzzer input. By default a `.scn`
-/// file is a script and anything else (crash-*, corpus files) an input.
+/// Whether FILE is a script or a libFuzzer input. By default the content
+/// decides: a file that parses as a script is one; text that starts like a
+/// script but does not parse is reported as a broken script; anything else
+/// is a libFuzzer input. Output says which reading was used.
 #[derive(clap::Args, Clone, Copy)]
 struct InputKind {
-    /// Read FILE as a libFuzzer input, decoded as the `scenario` target does.
+    /// Read FILE as a libFuzzer input, decoded as the `scenario` target
+    /// does, even if it parses as a script.
     #[arg(long, conflicts_with = "script")]
     artifact: bool,
-    /// Read FILE as a script whatever its name.
+    /// Read FILE as a script even if it does not look like one (its errors
+    /// are then reported, never decoded as bytes).
     #[arg(long)]
     script: bool,
 }
 
-impl InputKind {
-    fn is_artifact(self, file: &Path) -> bool {
-        self.artifact || (!self.script && file.extension().is_none_or(|x| x != "scn"))
+/// Which reading of FILE was used, and why.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Script(&'static str),
+    Artifact(&'static str),
+}
+
+impl Reading {
+    fn is_artifact(self) -> bool {
+        matches!(self, Reading::Artifact(_))
+    }
+
+    fn describe(self, file: &Path) -> String {
+        match self {
+            Reading::Script(why) => format!("{}: read as a script ({why})", file.display()),
+            Reading::Artifact(why) => format!(
+                "{}: read as a libFuzzer input, decoded as the `scenario` target decodes it ({why})",
+                file.display()
+            ),
+        }
     }
 }
 
-/// Reads a script or decodes an artifact; the bool says it was an artifact.
-fn load(file: &Path, kind: InputKind) -> anyhow::Result<(Scenario, bool)> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    if kind.is_artifact(file) {
-        return Ok((decode(&bytes), true));
+/// Reads a script or decodes an artifact, and says which it did.
+fn load(file: &Path, kind: InputKind) -> anyhow::Result<(Scenario, Reading)> {
+    let bytes = bgfuzz::read_input(file).map_err(|e| Invalid(format!("{e:#}")))?;
+    if kind.artifact {
+        return Ok((decode(&bytes), Reading::Artifact("--artifact")));
     }
-    let scn = Scenario::parse(&bytes).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
-    Ok((scn, false))
+    let invalid = |e: bgfuzz::scenario::ParseError| Invalid(format!("{}:{e}", file.display()));
+    if kind.script {
+        let scn = Scenario::parse(&bytes).map_err(invalid)?;
+        return Ok((scn, Reading::Script("--script")));
+    }
+    match Scenario::parse(&bytes) {
+        Ok(scn) => Ok((scn, Reading::Script("it parses as one"))),
+        Err(e)
+            if file.extension().is_some_and(|x| x == "scn")
+                || bgfuzz::scenario::looks_like_script(&bytes) =>
+        {
+            let mut err = invalid(e);
+            err.0.push_str(
+                "\n(read as a script because it looks like one; pass --artifact to decode it as a libFuzzer input)",
+            );
+            Err(err.into())
+        }
+        Err(_) => Ok((decode(&bytes), Reading::Artifact("it is not a script"))),
+    }
 }
+
+/// A budget for `minimize`: a number of candidates, or a duration.
+#[derive(Clone, Copy, Debug)]
+enum BudgetArg {
+    Tries(usize),
+    Time(Duration),
+}
+
+impl std::fmt::Display for BudgetArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetArg::Tries(n) => write!(f, "{n}"),
+            BudgetArg::Time(d) => write!(f, "{}ms", d.as_millis()),
+        }
+    }
+}
+
+fn parse_budget(s: &str) -> Result<BudgetArg, String> {
+    if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        return match s.parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!(
+                "bad budget `{s}`: a positive number of candidates, or a duration such as 60s"
+            )),
+            Ok(n) => Ok(BudgetArg::Tries(n)),
+        };
+    }
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("bad budget `{s}`: it must be more than zero")),
+        d => Ok(BudgetArg::Time(d)),
+    }
+}
+
+/// The longest duration accepted: a year, which also fits libFuzzer's
+/// `-max_total_time` (a C int of seconds).
+const MAX_DURATION_SECS: u64 = 366 * 24 * 3600;
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
         .map_err(|_| format!("bad duration `{s}`: e.g. 500ms, 30s, 5m, 1h"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" | "" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(format!("bad duration unit in `{s}`: ms, s, m or h")),
-    })
+    };
+    match n.checked_mul(ms_per_unit) {
+        Some(ms) if ms <= MAX_DURATION_SECS * 1_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "duration `{s}` out of range: at most {}h (a year)",
+            MAX_DURATION_SECS / 3600
+        )),
+    }
 }
 
 /// A `--variant` help text: `what`, then the known names.
@@ -301,6 +420,36 @@ fn variant_help(what: &str) -> String {
 fn parse_variant(s: &str) -> Result<Variant, String> {
     Variant::parse(s)
         .ok_or_else(|| format!("unknown variant `{s}` (known: {})", Variant::known_names()))
+}
+
+/// stdout for every command. A reader that went away (`| head -1`) ends
+/// the output quietly, and the command still exits with its own code; any
+/// other write failure (`> /dev/full`) is an error, never a panic.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("writing to stdout: {e}")),
+    }
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { emit(&format!($($arg)*))? };
+}
+
+macro_rules! outln {
+    () => { emit("\n")? };
+    ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*)))? };
 }
 
 /// Invalid input: the message names the file and line.
@@ -339,14 +488,17 @@ fn main() -> ExitCode {
         }
         Command::Check { paths } => check(&paths),
         Command::Explore(args) => explore_cmd(args),
+        Command::List => list(),
         Command::Variants { json } => variants_cmd(json),
         Command::Kernel { script, args } => kernel_cmd(script, &args),
         Command::Minimize {
             file,
             out,
+            force,
+            budget,
             variant,
             input,
-        } => minimize_cmd(&file, out.as_deref(), variant, input),
+        } => minimize_cmd(&file, out.as_deref(), force, budget, variant, input),
         Command::Run {
             variant,
             time,
@@ -358,7 +510,8 @@ fn main() -> ExitCode {
             json,
             rounds,
             seeds,
-        } => bench_cmd(json, rounds, seeds),
+            cap_cases,
+        } => bench_cmd(json, rounds as usize, seeds as usize, cap_cases),
         Command::Campaign {
             targets,
             time,
@@ -412,16 +565,11 @@ fn repro(
     input: InputKind,
     picture: Picture,
 ) -> anyhow::Result<ExitCode> {
-    let (scn, artifact) = load(file, input)?;
-    let variant = input_variant(&scn, variant, artifact)?;
-    if artifact && !print_script && !json {
-        println!(
-            "# {}: a libFuzzer input, decoded as the `scenario` target decodes it",
-            file.display()
-        );
-    }
+    let (scn, reading) = load(file, input)?;
+    let variant = input_variant(&scn, variant, reading.is_artifact())?;
+
     // An artifact is a loose input by construction.
-    let mode = if loose || artifact {
+    let mode = if loose || reading.is_artifact() {
         Mode::Loose
     } else {
         Mode::Strict
@@ -439,15 +587,24 @@ fn repro(
         bgfuzz::write_atomic(out, &page)?;
         eprintln!("wrote {}", out.display());
     }
+    // Which reading was used: on stderr where stdout is a script or one
+    // JSON object, else under the report's first line.
     if print_script {
-        print!("{}", r.scenario.print());
+        eprintln!("bgfuzz: {}", reading.describe(file));
+        out!("{}", r.scenario.print());
     } else if json && picture.events {
+        eprintln!("bgfuzz: {}", reading.describe(file));
         let j = bgfuzz::snapshot::with_events(report::json(&r), &snaps);
-        println!("{}", serde_json::to_string(&j)?);
+        outln!("{}", serde_json::to_string(&j)?);
     } else if json {
-        println!("{}", serde_json::to_string(&report::json(&r))?);
+        eprintln!("bgfuzz: {}", reading.describe(file));
+        outln!("{}", serde_json::to_string(&report::json(&r))?);
     } else {
-        print!("{}", report::full(&r));
+        let full = report::full(&r);
+        let (first, rest) = full.split_once('\n').unwrap_or((&full, ""));
+        outln!("{first}");
+        outln!("# {}", reading.describe(file));
+        out!("{rest}");
     }
     Ok(if r.violation.is_some() {
         ExitCode::from(1)
@@ -465,7 +622,7 @@ struct Picture {
 fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let rep = check_paths(paths).context("reading scripts")?;
     for l in &rep.lines {
-        println!(
+        outln!(
             "{:<4} {:<48} {:<14} expected {:<32} got {}",
             if l.ok() { "ok" } else { "FAIL" },
             l.path.display(),
@@ -475,10 +632,10 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         );
     }
     for e in &rep.errors {
-        println!("ERR  {}", e.message);
+        outln!("ERR  {}", e.message);
     }
     let failed = rep.lines.iter().filter(|l| !l.ok()).count();
-    println!(
+    outln!(
         "{} checked, {} passed, {} failed, {} invalid",
         rep.lines.len(),
         rep.lines.len() - failed,
@@ -518,14 +675,31 @@ fn input_variant(scn: &Scenario, flag: Option<Variant>, artifact: bool) -> anyho
 fn minimize_cmd(
     file: &Path,
     out: Option<&Path>,
+    force: bool,
+    budget: BudgetArg,
     variant: Option<Variant>,
     input: InputKind,
 ) -> anyhow::Result<ExitCode> {
-    let (scn, artifact) = load(file, input)?;
-    let variant = input_variant(&scn, variant, artifact)?;
+    // Refused before the work, not after it.
+    if let Some(out) = out {
+        bgfuzz::check_output(out, force)?;
+    }
+    let (scn, reading) = load(file, input)?;
+    eprintln!("bgfuzz: {}", reading.describe(file));
+    let variant = input_variant(&scn, variant, reading.is_artifact())?;
     let before =
         run(&scn, variant, Mode::Loose).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
-    let Some(m) = minimize(&before.scenario, variant) else {
+    let budget = match budget {
+        BudgetArg::Tries(n) => Budget {
+            max_tries: n,
+            deadline: None,
+        },
+        BudgetArg::Time(d) => Budget {
+            max_tries: usize::MAX,
+            deadline: Some(Instant::now() + d),
+        },
+    };
+    let Some(m) = minimize_with(&before.scenario, variant, budget) else {
         eprintln!(
             "bgfuzz: {}: no violation under {variant}: nothing to minimize",
             file.display()
@@ -533,7 +707,7 @@ fn minimize_cmd(
         return Ok(ExitCode::from(1));
     };
     let text = m.scenario.print();
-    print!("{text}");
+    out!("{text}");
     eprintln!(
         "minimized {} under {variant}: {} -> {} step lines ({} candidates tried), kind {}",
         file.display(),
@@ -542,7 +716,12 @@ fn minimize_cmd(
         m.tries,
         m.kind
     );
+    if m.exhausted {
+        eprintln!("the budget ran out: a larger --budget may shrink it further");
+    }
     if let Some(out) = out {
+        // Checked again: the file may have appeared while minimizing.
+        bgfuzz::check_output(out, force)?;
         bgfuzz::write_atomic(out, &text)?;
         eprintln!("wrote {}", out.display());
     }
@@ -645,9 +824,11 @@ fn search_variant(
     })
 }
 
-fn print_found(o: &Outcome, seed: u64) {
-    let Some((m, path)) = &o.found else { return };
-    println!(
+fn print_found(o: &Outcome, seed: u64) -> anyhow::Result<()> {
+    let Some((m, path)) = &o.found else {
+        return Ok(());
+    };
+    outln!(
         "\n{} under {} after {} cases, {:.3}s (seed {seed}); the best of {} witnesses, minimized from {} to {} step lines:\n",
         m.kind,
         o.variant,
@@ -657,11 +838,12 @@ fn print_found(o: &Outcome, seed: u64) {
         m.before_steps,
         m.scenario.steps.len()
     );
-    print!("{}", m.scenario.print());
+    out!("{}", m.scenario.print());
     if let Some(v) = &m.run.violation {
-        println!("\n{}", v.finding.message);
+        outln!("\n{}", v.finding.message);
     }
-    println!("\nreproduce: bgfuzz repro {}", path.display());
+    outln!("\nreproduce: bgfuzz repro {}", path.display());
+    Ok(())
 }
 
 fn run_cmd(
@@ -679,9 +861,9 @@ fn run_cmd(
             cases
         };
         let o = search_variant(v, time, budget, seed, out)?;
-        print_found(&o, seed);
+        print_found(&o, seed)?;
         if o.found.is_none() {
-            println!(
+            outln!(
                 "{v}: no violation in {} cases ({:.2}s, seed {seed})",
                 o.cases,
                 o.elapsed.as_secs_f64()
@@ -705,11 +887,15 @@ fn run_cmd(
         rows.push(search_variant(v, None, Some(BUG_CAP_CASES), seed, out)?);
     }
     for o in &rows {
-        print_found(o, seed);
+        print_found(o, seed)?;
     }
-    println!(
+    outln!(
         "\n{:<14} {:>9} {:>10} {:<32} {:>9}",
-        "variant", "cases", "time", "violation", "minimized"
+        "variant",
+        "cases",
+        "time",
+        "violation",
+        "minimized"
     );
     let mut ok = true;
     for o in &rows {
@@ -721,7 +907,7 @@ fn run_cmd(
             None => ("none".to_string(), "-".to_string()),
         };
         ok &= kind == o.variant.expected_violation().unwrap_or("none");
-        println!(
+        outln!(
             "{:<14} {:>9} {:>9.3}s {:<32} {:>9}",
             o.variant.name(),
             o.cases,
@@ -730,15 +916,17 @@ fn run_cmd(
             steps
         );
     }
-    println!("(cases and time: the whole search for a clean variant, to the first violation for the others)");
-    println!(
-        "\n{}",
-        if ok {
-            "as expected: fixed is clean, every bug variant caught"
-        } else {
-            "UNEXPECTED: see the rows above"
-        }
-    );
+    outln!("(cases and time: the whole search for a clean variant, to the first violation for the others)");
+    // "every" only where there are several.
+    let caught = match Variant::BUGS.as_slice() {
+        [one] => format!("{one} caught"),
+        _ => "every bug variant caught".to_string(),
+    };
+    if ok {
+        outln!("\nas expected: fixed is clean, {caught}");
+    } else {
+        outln!("\nUNEXPECTED: see the rows above");
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -761,22 +949,104 @@ const DEFAULT_CASES: u64 = 200_000;
 /// A bug variant not found within this many cases is reported as missed.
 const BUG_CAP_CASES: u64 = 1_000_000;
 
-fn bench_cmd(json: bool, rounds: usize, seeds: usize) -> anyhow::Result<ExitCode> {
-    let replay = std::fs::read("corpus/scripts/btrfs-078-like.scn")
-        .ok()
-        .and_then(|b| Scenario::parse(&b).ok())
-        .map(|s| ("corpus/scripts/btrfs-078-like.scn".to_string(), s));
+/// `bgfuzz list`: everything a script or a flag may name, from the code
+/// itself, so it cannot drift.
+fn list() -> anyhow::Result<ExitCode> {
+    use bgfuzz::failpoints::Site;
+    use bgfuzz::oracles::ViolationKind;
+    outln!("variants (--variant, `variant` and `expect` lines; patches: `bgfuzz variants`):");
+    for v in Variant::ALL {
+        outln!(
+            "  {:<14} {} (expected violation: {})",
+            v.name(),
+            v.description(),
+            v.expected_violation().unwrap_or("none")
+        );
+    }
+    outln!("\noperations (script lines `T: OP`, tasks A to H):");
+    for (op, what) in OPERATIONS {
+        outln!("  {op:<22} {what}");
+    }
+    outln!("\nfailpoint sites (`fail SITE CONFIG`, e.g. `fail extent_tree_lookup 1*off->1*return(ENOENT)`):");
+    for site in Site::ALL {
+        let errnos: Vec<String> = site.errnos().iter().map(|e| e.to_string()).collect();
+        outln!("  {:<20} errnos: {}", site.name(), errnos.join(", "));
+    }
+    outln!("\nmount options (`mount OPT...`):");
+    for o in bgfuzz::engine::MountOpts::NAMES {
+        outln!("  {o}");
+    }
+    outln!("\nviolation kinds (`expect VARIANT: KIND`, or `pass`):");
+    for k in ViolationKind::ALL {
+        outln!("  {k}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The script operations, as `bgfuzz list` shows them.
+const OPERATIONS: [(&str, &str); 10] = [
+    ("start", "btrfs_start_transaction: take a handle"),
+    (
+        "join",
+        "btrfs_join_transaction: take a handle; waits only for COMMIT_DOING, not COMMIT_START",
+    ),
+    (
+        "alloc KIND SIZE",
+        "find_free_extent (KIND data, metadata or system; SIZE like 4K, 16M, 1G)",
+    ),
+    (
+        "free eN",
+        "drop extent N (numbered in alloc order): queue its drop ref",
+    ),
+    (
+        "run_delayed_refs",
+        "btrfs_run_delayed_refs: run the handle's queued refs",
+    ),
+    (
+        "end",
+        "btrfs_end_transaction: phase 2 of its new bgs, then drop the handle",
+    ),
+    ("commit", "btrfs_commit_transaction with the task's handle"),
+    (
+        "delete_unused",
+        "btrfs_delete_unused_bgs, as the cleaner (no handle held)",
+    ),
+    (
+        "endio",
+        "a free-space cache endio worker completes the oldest cache IO (no handle held)",
+    ),
+    (
+        "continue",
+        "one more step of the task's operation in progress",
+    ),
+];
+
+fn bench_cmd(json: bool, rounds: usize, seeds: usize, cap_cases: u64) -> anyhow::Result<ExitCode> {
+    const REPLAY: &str = "corpus/scripts/btrfs-078-like.scn";
+    let replay = match std::fs::read(REPLAY).map(|b| Scenario::parse(&b)) {
+        Ok(Ok(s)) => Some((REPLAY.to_string(), s)),
+        Ok(Err(e)) => {
+            eprintln!("bgfuzz: {REPLAY}:{e}: no replay figure");
+            None
+        }
+        Err(e) => {
+            eprintln!(
+                "bgfuzz: {REPLAY}: {e}: no replay figure (run bench from the repository root)"
+            );
+            None
+        }
+    };
     let b = bgfuzz::bench::bench(&bgfuzz::bench::BenchConfig {
         rounds,
         cases_per_round: 5_000,
         seeds,
-        cap_cases: BUG_CAP_CASES,
+        cap_cases,
         replay_script: replay,
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&b)?);
+        outln!("{}", serde_json::to_string_pretty(&b)?);
     } else {
-        print!("{}", bgfuzz::bench::table(&b));
+        out!("{}", bgfuzz::bench::table(&b));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -810,17 +1080,17 @@ fn variants_cmd(json: bool) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     for v in Variant::ALL {
-        println!("{}: {}", v.name(), v.description());
+        outln!("{}: {}", v.name(), v.description());
         if v.patches().is_empty() {
-            println!("  patches: none");
+            outln!("  patches: none");
         }
         for p in v.patches().iter() {
             let p = p.patch();
-            println!(
+            outln!(
                 "  {} {:<7} {:<5} \"{}\" ({})",
                 p.id,
                 p.kind.name(),
@@ -830,13 +1100,13 @@ fn variants_cmd(json: bool) -> anyhow::Result<ExitCode> {
             );
         }
         if let (Some(p), Some(kind)) = (v.bug_patch(), v.expected_violation()) {
-            println!(
+            outln!(
                 "  lacks {} (\"{}\"); expected oracle: {kind}",
                 p.patch().id,
                 p.patch().title
             );
         }
-        println!();
+        outln!();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -846,7 +1116,7 @@ fn campaign_cmd(
     cfg: bgfuzz::campaign::CampaignConfig,
 ) -> anyhow::Result<ExitCode> {
     let report = bgfuzz::campaign::campaign(&cfg)?;
-    print!("{}", bgfuzz::campaign::markdown(&report));
+    out!("{}", bgfuzz::campaign::markdown(&report));
     eprintln!(
         "\nreport: {}/report.md, {}/report.json",
         cfg.out.display(),

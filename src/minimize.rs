@@ -40,6 +40,32 @@ pub struct Minimized {
     pub run: Run,
     /// Candidates tried.
     pub tries: usize,
+    /// The budget ran out: a larger one may shrink the script further.
+    pub exhausted: bool,
+}
+
+/// How much shrinking may cost. Candidates are counted, so the result is
+/// the same on every machine; a deadline (outside the runs, like `run
+/// --time`) is there for huge inputs, at the price of that determinism.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub max_tries: usize,
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl Budget {
+    /// Enough for every generated case and corpus script (they take a few
+    /// hundred candidates); a 40k-step script stops here with what it has.
+    pub const DEFAULT_TRIES: usize = 5_000;
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_tries: Budget::DEFAULT_TRIES,
+            deadline: None,
+        }
+    }
 }
 
 struct Shrinker {
@@ -47,12 +73,33 @@ struct Shrinker {
     kind: ViolationKind,
     best: Run,
     tries: usize,
+    /// Candidates left; with the deadline, ends shrinking early.
+    left: usize,
+    deadline: Option<std::time::Instant>,
+    exhausted: bool,
 }
 
 impl Shrinker {
+    /// Takes one candidate from the budget; false when it is spent.
+    fn spend(&mut self) -> bool {
+        if self.left == 0
+            || self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            self.exhausted = true;
+            return false;
+        }
+        self.left -= 1;
+        self.tries += 1;
+        true
+    }
+
     /// Runs a candidate; keeps it if it shows the same kind and is smaller.
     fn try_candidate(&mut self, cand: &Scenario) -> bool {
-        self.tries += 1;
+        if !self.spend() {
+            return false;
+        }
         let Ok(r) = run(cand, self.variant, Mode::Loose) else {
             return false;
         };
@@ -67,7 +114,9 @@ impl Shrinker {
     /// Runs a candidate; keeps it if it shows the same kind, is no bigger,
     /// and is `better` (a strict order, so canonicalizing terminates).
     fn try_canonical(&mut self, cand: &Scenario, better: fn(&Scenario, &Scenario) -> bool) -> bool {
-        self.tries += 1;
+        if !self.spend() {
+            return false;
+        }
         let Ok(r) = run(cand, self.variant, Mode::Loose) else {
             return false;
         };
@@ -100,6 +149,9 @@ impl Shrinker {
         // nothing (the drain goes in letter order).
         let mut cand = self.current();
         relabel(&mut cand);
+        if !self.spend() {
+            return;
+        }
         if let Ok(r) = run(&cand, self.variant, Mode::Loose) {
             if r.violation.as_ref().map(|v| v.finding.kind) == Some(self.kind)
                 && size(&r.scenario) <= size(&self.best.scenario)
@@ -108,11 +160,15 @@ impl Shrinker {
             }
         }
         for i in 0..self.best.scenario.steps.len() {
-            let mut cand = self.current();
-            if cand.steps.get(i).map(|s| s.action) == Some(Action::Begin(Op::Join)) {
-                cand.steps[i].action = Action::Begin(Op::Start);
-                self.try_canonical(&cand, |a, b| joins(a) < joins(b));
+            if self.exhausted
+                || self.best.scenario.steps.get(i).map(|s| s.action)
+                    != Some(Action::Begin(Op::Join))
+            {
+                continue;
             }
+            let mut cand = self.current();
+            cand.steps[i].action = Action::Begin(Op::Start);
+            self.try_canonical(&cand, |a, b| joins(a) < joins(b));
         }
         // Allocations of one kind become data allocations, with that kind's
         // chunk size, where that changes nothing.
@@ -156,14 +212,16 @@ impl Shrinker {
             self.try_canonical(&cand, |a, b| chunk_sum(a) < chunk_sum(b));
         }
         let mut moved = true;
-        while moved {
+        while moved && !self.exhausted {
             moved = false;
             for i in 1..self.best.scenario.steps.len() {
-                let mut cand = self.current();
-                if i < cand.steps.len() && cand.steps[i - 1].task > cand.steps[i].task {
-                    cand.steps.swap(i - 1, i);
-                    moved |= self.try_canonical(&cand, |a, b| tasks(a) < tasks(b));
+                let steps = &self.best.scenario.steps;
+                if i >= steps.len() || steps[i - 1].task <= steps[i].task || self.exhausted {
+                    continue;
                 }
+                let mut cand = self.current();
+                cand.steps.swap(i - 1, i);
+                moved |= self.try_canonical(&cand, |a, b| tasks(a) < tasks(b));
             }
         }
     }
@@ -178,7 +236,7 @@ impl Shrinker {
         let mut chunk = self.best.scenario.steps.len().div_ceil(2).max(1);
         loop {
             let mut i = 0;
-            while i < self.best.scenario.steps.len() {
+            while i < self.best.scenario.steps.len() && !self.exhausted {
                 let mut cand = self.current();
                 let end = (i + chunk).min(cand.steps.len());
                 cand.steps.drain(i..end);
@@ -188,7 +246,7 @@ impl Shrinker {
                     i += chunk;
                 }
             }
-            if chunk == 1 {
+            if chunk == 1 || self.exhausted {
                 return progress;
             }
             chunk = chunk.div_ceil(2);
@@ -200,7 +258,7 @@ impl Shrinker {
     fn drop_ops(&mut self) -> bool {
         let mut progress = false;
         let mut i = 0;
-        while i < self.best.scenario.steps.len() {
+        while i < self.best.scenario.steps.len() && !self.exhausted {
             if !matches!(self.best.scenario.steps[i].action, Action::Begin(_)) {
                 i += 1;
                 continue;
@@ -221,13 +279,13 @@ impl Shrinker {
     fn simplify_commits(&mut self) -> bool {
         let mut progress = false;
         for i in 0..self.best.scenario.steps.len() {
-            let mut cand = self.current();
-            let Some(step) = cand.steps.get(i).copied() else {
+            let Some(step) = self.best.scenario.steps.get(i).copied() else {
                 break;
             };
-            if step.action != Action::Begin(Op::Commit) {
+            if step.action != Action::Begin(Op::Commit) || self.exhausted {
                 continue;
             }
+            let mut cand = self.current();
             let with = Step::new(step.task, Action::Begin(Op::RunDelayedRefs));
             cand.steps = replace_op(&cand.steps, i, Some(with));
             progress |= self.try_candidate(&cand);
@@ -298,6 +356,15 @@ impl Shrinker {
     fn shrink_sizes(&mut self) -> bool {
         let mut progress = false;
         for i in 0..self.best.scenario.steps.len() {
+            if self.exhausted {
+                break;
+            }
+            if !matches!(
+                self.best.scenario.steps.get(i).map(|s| s.action),
+                Some(Action::Begin(Op::Alloc { .. }))
+            ) {
+                continue;
+            }
             for target in [bgfuzz_engine::SZ_4K, 0] {
                 let mut cand = self.current();
                 let Some(Step {
@@ -372,9 +439,16 @@ fn relabel(s: &mut Scenario) {
     }
 }
 
-/// Shrinks `scenario` keeping its first violation's kind under `variant`.
-/// `None` if the scenario shows no violation there.
+/// Shrinks `scenario` keeping its first violation's kind under `variant`,
+/// within the default [`Budget`]. `None` if the scenario shows no
+/// violation there.
 pub fn minimize(scenario: &Scenario, variant: Variant) -> Option<Minimized> {
+    minimize_with(scenario, variant, Budget::default())
+}
+
+/// [`minimize`] within `budget`; what it has when the budget runs out is
+/// still a strict script with the same violation kind.
+pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> Option<Minimized> {
     let first = run(scenario, variant, Mode::Loose).ok()?;
     let kind = first.violation.as_ref()?.finding.kind;
     let before_steps = first.scenario.steps.len();
@@ -401,13 +475,20 @@ pub fn minimize(scenario: &Scenario, variant: Variant) -> Option<Minimized> {
         ],
     ];
     let mut tries = 0;
+    let mut exhausted = false;
     let mut best: Option<Run> = None;
     for passes in orders {
+        if exhausted {
+            break;
+        }
         let mut sh = Shrinker {
             variant,
             kind,
             best: first.clone(),
             tries: 0,
+            left: budget.max_tries - tries.min(budget.max_tries),
+            deadline: budget.deadline,
+            exhausted: false,
         };
         // Bounded: every accepted candidate is strictly smaller.
         loop {
@@ -420,12 +501,13 @@ pub fn minimize(scenario: &Scenario, variant: Variant) -> Option<Minimized> {
             for pass in passes.iter().chain(tail.iter()) {
                 progress |= pass(&mut sh);
             }
-            if !progress {
+            if !progress || sh.exhausted {
                 break;
             }
         }
         sh.canonicalize();
         tries += sh.tries;
+        exhausted |= sh.exhausted;
         if best
             .as_ref()
             .is_none_or(|b| size(&sh.best.scenario) < size(&b.scenario))
@@ -468,5 +550,6 @@ pub fn minimize(scenario: &Scenario, variant: Variant) -> Option<Minimized> {
         scenario: out,
         run: final_run,
         tries,
+        exhausted,
     })
 }

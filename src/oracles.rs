@@ -4,9 +4,11 @@
 
 use std::fmt;
 
+use std::collections::VecDeque;
+
 use bgfuzz_engine::{
-    task_name, AbortInfo, BgList, DirtyList, Engine, Errno, Event, Item, Key, Kind, Origin, Status,
-    TransState, MAX_TASKS,
+    task_name, AbortInfo, BgId, BgList, DelayedRef, DirtyList, Engine, Errno, Event, Extent,
+    ExtentState, Item, Key, Kind, Origin, Status, TransState, MAX_TASKS,
 };
 
 /// A violation's stable name, used for deduplication and `expect` lines.
@@ -77,6 +79,7 @@ fn finding(kind: ViolationKind, message: String) -> Option<Finding> {
 pub struct Oracles {
     /// The first aborted transaction, and the committed state then.
     first_abort: Option<(u64, u64, u64)>,
+    space: SpaceLedger,
 }
 
 impl Oracles {
@@ -161,7 +164,7 @@ impl Oracles {
                 _ => {}
             }
         }
-        checks[4] = check_space_accounting(engine);
+        checks[4] = self.space.check(engine);
         checks[5] = check_deadlock(engine);
         if checks[6].is_none() {
             checks[6] = self.check_committed_after_abort(engine);
@@ -389,9 +392,191 @@ fn check_list_membership(engine: &Engine) -> Option<Finding> {
     None
 }
 
-/// Oracle 5: bg counters against the extents in them, space_info against
-/// its bgs.
-fn check_space_accounting(engine: &Engine) -> Option<Finding> {
+/// Oracle 5, incrementally: per-bg sums of the extents' bytes, kept up to
+/// date from the few extents a step can change, so a step costs the number
+/// of block groups and of refs queued or run, not the number of extents
+/// ever allocated (a full walk made a long script quadratic).
+///
+/// Which extents a step can change, from the engine's transitions: a new
+/// one (`alloc` begins); a `Pending` one (its alloc reserves or fails);
+/// and one whose delayed ref is queued (`free`, or the reservation) or
+/// runs. Refs are queued at the back of a transaction's `delayed_refs` and
+/// run from the front, so a mirror of each queue shows both. `Freed` and
+/// `Failed` hold no bytes and never change. Whenever the sums disagree
+/// with a bg, the verdict is the full walk's and the ledger is rebuilt
+/// from it: the fast path can only say "consistent".
+#[derive(Clone, Debug, Default)]
+pub struct SpaceLedger {
+    /// Per extent (index = id - 1): its bg, used and reserved bytes as last
+    /// counted.
+    seen: Vec<(Option<BgId>, u64, u64)>,
+    used: Vec<u64>,
+    reserved: Vec<u64>,
+    /// `Pending` extents.
+    pending: std::collections::BTreeSet<usize>,
+    /// Each transaction's `delayed_refs` as last seen (non-empty ones, and
+    /// those a handle may queue onto).
+    queues: std::collections::BTreeMap<u64, VecDeque<DelayedRef>>,
+    full_walks: u64,
+}
+
+/// The ledger is a cache of sums the engine's state determines, and the
+/// verdict is always the full walk's: two ledgers never make two runs
+/// behave differently. So they compare equal and hash to nothing, which
+/// keeps `bgfuzz explore`'s state fingerprints (which hash [`Oracles`])
+/// free of it.
+impl PartialEq for SpaceLedger {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for SpaceLedger {}
+impl std::hash::Hash for SpaceLedger {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+fn contribution(e: &Extent) -> (Option<BgId>, u64, u64) {
+    (e.bg, e.used_bytes(), e.reserved_bytes())
+}
+
+impl SpaceLedger {
+    fn recount(&mut self, i: usize, e: &Extent) {
+        let now = contribution(e);
+        if i >= self.seen.len() {
+            self.seen.resize(i + 1, (None, 0, 0));
+        }
+        let was = self.seen[i];
+        if was != now {
+            if let Some(bg) = was.0 {
+                self.used[bg.0 as usize] -= was.1;
+                self.reserved[bg.0 as usize] -= was.2;
+            }
+            if let Some(bg) = now.0 {
+                self.used[bg.0 as usize] += now.1;
+                self.reserved[bg.0 as usize] += now.2;
+            }
+            self.seen[i] = now;
+        }
+        if e.state == ExtentState::Pending {
+            self.pending.insert(i);
+        } else {
+            self.pending.remove(&i);
+        }
+    }
+
+    /// How often the verdict needed the full walk (the sums disagreed
+    /// with a bg): never on a consistent engine.
+    pub fn full_walks(&self) -> u64 {
+        self.full_walks
+    }
+
+    /// Brings one transaction's mirror up to date; pushes the extents of
+    /// the refs that ran, were dropped or were queued since onto `todo`.
+    fn sync_queue(&mut self, transid: u64, now: &VecDeque<DelayedRef>, todo: &mut Vec<usize>) {
+        let mirror = self.queues.entry(transid).or_default();
+        // Refs are unique (one add and one drop per extent): where the
+        // queue's front stands in the mirror says how many ran.
+        let ran = match now.front() {
+            None => mirror.len(),
+            Some(f) => mirror.iter().position(|r| r == f).unwrap_or(mirror.len()),
+        };
+        let kept = mirror.len() - ran;
+        let consistent = now.len() >= kept
+            && (kept == 0
+                || (now.front() == mirror.get(ran) && now.get(kept - 1) == mirror.back()));
+        if !consistent {
+            todo.extend(
+                mirror
+                    .iter()
+                    .chain(now.iter())
+                    .map(|r| r.extent.0 as usize - 1),
+            );
+            *mirror = now.clone();
+            return;
+        }
+        for r in mirror.drain(..ran) {
+            todo.push(r.extent.0 as usize - 1);
+        }
+        for r in now.iter().skip(kept) {
+            todo.push(r.extent.0 as usize - 1);
+            mirror.push_back(*r);
+        }
+    }
+
+    /// Brings the sums up to date and judges; the same verdict as
+    /// [`check_space_accounting`].
+    pub fn check(&mut self, engine: &Engine) -> Option<Finding> {
+        let extents = engine.extents();
+        let nbg = engine.block_groups().len();
+        // Another engine than last time (the engine's lists only grow).
+        if extents.len() < self.seen.len() || nbg < self.used.len() {
+            return self.rebuild(engine);
+        }
+        self.used.resize(nbg, 0);
+        self.reserved.resize(nbg, 0);
+        let mut todo: Vec<usize> = self.pending.iter().copied().collect();
+        todo.extend(self.seen.len()..extents.len());
+        let mut transids: Vec<u64> = self.queues.keys().copied().collect();
+        transids.extend((0..MAX_TASKS).filter_map(|t| engine.handle(t).map(|h| h.transid)));
+        transids.sort_unstable();
+        transids.dedup();
+        let empty = VecDeque::new();
+        for transid in transids {
+            let now = engine
+                .transaction(transid)
+                .map_or(&empty, |tr| &tr.delayed_refs);
+            self.sync_queue(transid, now, &mut todo);
+            if now.is_empty()
+                && !(0..MAX_TASKS).any(|t| engine.handle(t).is_some_and(|h| h.transid == transid))
+            {
+                self.queues.remove(&transid);
+            }
+        }
+        for i in todo {
+            if let Some(e) = extents.get(i) {
+                if e.bg.is_some_and(|b| b.0 as usize >= nbg) {
+                    return self.rebuild(engine);
+                }
+                self.recount(i, e);
+            }
+        }
+        let consistent = engine.block_groups().iter().enumerate().all(|(i, bg)| {
+            bg.used == self.used[i]
+                && bg.reserved == self.reserved[i]
+                && bg.used + bg.reserved <= bg.len
+        });
+        if !consistent {
+            return self.rebuild(engine);
+        }
+        check_space_info(engine)
+    }
+
+    /// The full walk's verdict, and the ledger recounted from scratch.
+    fn rebuild(&mut self, engine: &Engine) -> Option<Finding> {
+        *self = SpaceLedger {
+            full_walks: self.full_walks + 1,
+            ..SpaceLedger::default()
+        };
+        let nbg = engine.block_groups().len();
+        self.used.resize(nbg, 0);
+        self.reserved.resize(nbg, 0);
+        for (i, e) in engine.extents().iter().enumerate() {
+            if e.bg.is_none_or(|b| (b.0 as usize) < nbg) {
+                self.recount(i, e);
+            }
+        }
+        for tr in engine.transactions() {
+            if !tr.delayed_refs.is_empty() {
+                self.queues.insert(tr.transid, tr.delayed_refs.clone());
+            }
+        }
+        check_space_accounting(engine)
+    }
+}
+
+/// Oracle 5 by a full walk: bg counters against the extents in them,
+/// space_info against its bgs. The reference for [`SpaceLedger`].
+pub fn check_space_accounting(engine: &Engine) -> Option<Finding> {
     let n = engine.block_groups().len();
     // Runs after every step: no allocation for the usual few bgs.
     let (mut used_buf, mut reserved_buf) = ([0u64; 16], [0u64; 16]);
@@ -424,6 +609,10 @@ fn check_space_accounting(engine: &Engine) -> Option<Finding> {
             );
         }
     }
+    check_space_info(engine)
+}
+
+fn check_space_info(engine: &Engine) -> Option<Finding> {
     for kind in Kind::ALL {
         let si = engine.space_info(kind);
         let (mut total, mut u, mut r) = (0, 0, 0);

@@ -23,37 +23,69 @@ pub fn timeline(run: &Run) -> String {
         used[s.step.task] = true;
     }
     let cols: Vec<usize> = (0..MAX_TASKS).filter(|&t| used[t]).collect();
-    const W: usize = 26;
+    if cols.is_empty() {
+        return "(no steps)\n".to_string();
+    }
+    let cells: Vec<String> = run.steps.iter().map(timeline_cell).collect();
+    // Wide enough for the widest cell, so columns stay aligned.
+    let w = cells
+        .iter()
+        .map(|c| c.chars().count() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(26);
     let mut out = String::new();
     let _ = write!(out, "{:>5} ", "step");
     for &t in &cols {
-        let _ = write!(out, "| {:<W$}", task_name(t));
+        let _ = write!(out, "| {:<w$}", task_name(t));
     }
     out.push('\n');
-    let _ = writeln!(out, "{}", "-".repeat(6 + cols.len() * (W + 2)));
-    for (i, s) in run.steps.iter().enumerate() {
+    let _ = writeln!(out, "{}", "-".repeat(6 + cols.len() * (w + 2)));
+    for (i, (s, cell)) in run.steps.iter().zip(&cells).enumerate() {
         let _ = write!(out, "{:>5} ", i + 1);
-        let cell = match s.step.action {
-            Action::Begin(op) => op.to_string(),
-            Action::Continue => format!("  .. {}", s.op),
-        };
-        let mark = match s.outcome {
-            bgfuzz_engine::StepOutcome::Blocked(_) => " [blocked]",
-            bgfuzz_engine::StepOutcome::Finished(Err(_)) => " [err]",
-            _ => "",
-        };
-        let abort = s
-            .events
-            .iter()
-            .any(|e| matches!(e, bgfuzz_engine::Event::Abort(_)));
-        let cell = format!("{cell}{mark}{}", if abort { " ABORT" } else { "" });
         for &t in &cols {
             let text = if t == s.step.task { cell.as_str() } else { "" };
-            let _ = write!(out, "| {text:<W$}");
+            let _ = write!(out, "| {text:<w$}");
         }
         out.push('\n');
     }
     out
+}
+
+/// What a step shows in its task's column.
+fn timeline_cell(s: &RanStep) -> String {
+    let cell = match s.step.action {
+        Action::Begin(op) => op.to_string(),
+        Action::Continue => format!("  .. {}", s.op),
+    };
+    let mark = match s.outcome {
+        bgfuzz_engine::StepOutcome::Blocked(_) => " [blocked]",
+        bgfuzz_engine::StepOutcome::Finished(Err(_)) => " [err]",
+        _ => "",
+    };
+    let abort = s
+        .events
+        .iter()
+        .any(|e| matches!(e, bgfuzz_engine::Event::Abort(_)));
+    format!("{cell}{mark}{}", if abort { " ABORT" } else { "" })
+}
+
+/// The v4.1 source file of a function the engine names in an abort's
+/// stack: `btrfs_abort_transaction` is a macro, so the kernel's WARNING
+/// names the aborting function's own file.
+pub fn source_file(func: &str) -> &'static str {
+    match func {
+        "__btrfs_end_transaction"
+        | "btrfs_end_transaction"
+        | "btrfs_commit_transaction"
+        | "commit_cowonly_roots"
+        | "cleanup_transaction"
+        | "start_transaction"
+        | "switch_commit_roots" => "transaction.c",
+        "btrfs_remove_chunk" | "btrfs_alloc_chunk" | "__btrfs_alloc_chunk" => "volumes.c",
+        // The block-group and allocator functions.
+        _ => "extent-tree.c",
+    }
 }
 
 fn errno_text(e: Errno) -> &'static str {
@@ -79,7 +111,8 @@ pub fn kernel_abort(a: &AbortInfo) -> String {
     );
     let _ = writeln!(
         out,
-        "WARNING: at fs/btrfs/ in {func} (task {}, transaction {})",
+        "WARNING: at fs/btrfs/{} in {func} (task {}, transaction {})",
+        source_file(func),
         task_name(a.task),
         a.transid
     );

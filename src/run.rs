@@ -82,6 +82,11 @@ struct Runner<'o> {
     steps: Vec<RanStep>,
     /// The op in progress per task, for the record.
     ops: [Option<Op>; MAX_TASKS],
+    /// Per task, the last op begun and its script line, for errors that
+    /// come from it.
+    last: [Option<(Op, usize)>; MAX_TASKS],
+    /// Per task, the line of its last `start` or `join`.
+    started: [usize; MAX_TASKS],
     violation: Option<Violation>,
     observer: Observer<'o>,
 }
@@ -135,6 +140,8 @@ pub fn run_observed(
         mode,
         steps: Vec::new(),
         ops: [None; MAX_TASKS],
+        last: [None; MAX_TASKS],
+        started: [0; MAX_TASKS],
         violation: None,
         observer,
     };
@@ -202,10 +209,14 @@ impl Runner<'_> {
                                 return self.script_error(
                                     step.line,
                                     format!(
-                                        "`{}` begins an operation on task {} whose operation in progress ({}) blocks before it ends ({w})",
+                                        "`{}` begins an operation on task {} whose operation in progress ({}{}) blocks before it ends ({w})",
                                         crate::scenario::step_text(step),
                                         task_name(t),
-                                        self.ops[t].map(|o| o.to_string()).unwrap_or_default()
+                                        self.ops[t].map(|o| o.to_string()).unwrap_or_default(),
+                                        match self.last[t] {
+                                            Some((_, l)) if l > 0 => format!(", line {l}"),
+                                            _ => String::new(),
+                                        }
                                     ),
                                 );
                             }
@@ -233,6 +244,13 @@ impl Runner<'_> {
                         Some(op) => op,
                         None => continue,
                     };
+                    if self.mode == Mode::Strict {
+                        self.check_misuse(step, op)?;
+                    }
+                    self.last[t] = Some((op, step.line));
+                    if matches!(op, Op::Start | Op::Join) {
+                        self.started[t] = step.line;
+                    }
                     self.take_step(t, Action::Begin(op), false, step.line)?;
                 }
                 Action::Continue => {
@@ -246,8 +264,14 @@ impl Runner<'_> {
                             return self.script_error(
                                 step.line,
                                 format!(
-                                    "`continue` on task {}, which has no operation in progress",
-                                    task_name(t)
+                                    "`continue` on task {}, which has no operation in progress{}",
+                                    task_name(t),
+                                    match self.last[t] {
+                                        Some((op, 0)) => format!(" (its `{op}` already ended)"),
+                                        Some((op, l)) =>
+                                            format!(" (its `{op}` of line {l} already ended)"),
+                                        None => String::new(),
+                                    }
                                 ),
                             )
                         }
@@ -267,6 +291,40 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Strict mode: an operation the engine would refuse as misuse (it
+    /// returns -EINVAL, as the kernel does for a NULL or second handle) is
+    /// a mistake in the script, not a run that passes. Loose mode maps such
+    /// steps instead (`run_steps`, `map_op`).
+    fn check_misuse(&self, step: &Step, op: Op) -> Result<(), RunError> {
+        let t = step.task;
+        let what = crate::scenario::step_text(step);
+        match self.engine.handle(t) {
+            None if needs_handle(op) => self.script_error(
+                step.line,
+                format!(
+                    "`{what}`: task {} holds no transaction handle (begin one with `{}: start` or `{}: join`)",
+                    task_name(t),
+                    task_name(t),
+                    task_name(t)
+                ),
+            ),
+            Some(h) if matches!(op, Op::Start | Op::Join | Op::DeleteUnused) => self.script_error(
+                step.line,
+                format!(
+                    "`{what}`: task {} already holds a handle on transaction {}{} (end it first with `{}: end`)",
+                    task_name(t),
+                    h.transid,
+                    match self.started[t] {
+                        0 => String::new(),
+                        l => format!(", from line {l}"),
+                    },
+                    task_name(t)
+                ),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// In loose mode, an operation that cannot mean anything here is mapped

@@ -110,15 +110,23 @@ impl Scenario {
     }
 
     /// Parses a script. Bytes, not text: invalid UTF-8 or a NUL is an error
-    /// on its line, and nothing panics.
+    /// on its line, and nothing panics. LF or CRLF line ends; a leading
+    /// UTF-8 byte order mark is skipped.
     pub fn parse(bytes: &[u8]) -> Result<Scenario, ParseError> {
         let mut s = Scenario::default();
         let mut config_line = 0;
+        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
         for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let line = i + 1;
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             if raw.contains(&0) {
                 return err(line, "NUL byte in script");
+            }
+            if raw.contains(&b'\r') {
+                return err(
+                    line,
+                    "carriage return inside a line: lines end in LF or CRLF (a file with CR-only line ends reads as one line; convert it with `tr '\\r' '\\n'`)",
+                );
             }
             let text = std::str::from_utf8(raw).or_else(|_| err(line, "invalid UTF-8"))?;
             let text = text.split('#').next().unwrap_or("").trim();
@@ -153,10 +161,18 @@ impl Scenario {
                 }
                 self.variant = Some(parse_variant(rest.trim(), line)?);
             }
-            "device" => self.device = Some(parse_size(rest.trim(), line)?),
+            "device" => {
+                if self.device.is_some() {
+                    return err(line, "second `device` line");
+                }
+                self.device = Some(parse_size(rest.trim(), line)?);
+            }
             "chunk" => {
                 let (k, size) = split_word(rest);
                 let kind = parse_kind(k, line)?;
+                if self.chunk[kind.index()].is_some() {
+                    return err(line, format!("second `chunk {kind}` line"));
+                }
                 self.chunk[kind.index()] = Some(parse_size(size.trim(), line)?);
             }
             "mount" => {
@@ -191,6 +207,16 @@ impl Scenario {
                 if site.is_empty() {
                     return err(line, "`fail` needs a site and a config: `fail SITE CONFIG`");
                 }
+                if site.len() > MAX_SHOWN || config.trim().len() > MAX_SHOWN {
+                    return err(
+                        line,
+                        format!(
+                            "`fail {} {}`: too long for a failpoint site and config",
+                            shown(site),
+                            shown(config.trim())
+                        ),
+                    );
+                }
                 let site: Site = site.parse().or_else(|e| err(line, format!("{e}")))?;
                 if self.fails.iter().any(|p| p.site == site) {
                     return err(line, format!("second `fail` line for {site}"));
@@ -209,7 +235,8 @@ impl Scenario {
                     k => Some(ViolationKind::parse(k).ok_or_else(|| ParseError {
                         line,
                         message: format!(
-                            "unknown violation kind `{k}` (known: pass, {})",
+                            "unknown violation kind `{}` (known: pass, {})",
+                            shown(k),
                             ViolationKind::ALL.map(|k| k.name()).join(", ")
                         ),
                     })?),
@@ -284,6 +311,43 @@ pub fn step_text(step: &Step) -> String {
     format!("{}: {op}", task_name(step.task))
 }
 
+/// The longest token echoed whole in an error message.
+const MAX_SHOWN: usize = 40;
+
+/// A token as an error message shows it: a long one cut short, so a
+/// 10 MB line is not echoed back.
+fn shown(s: &str) -> String {
+    if s.chars().count() <= MAX_SHOWN {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(MAX_SHOWN).collect();
+    format!("{head}... ({} bytes)", s.len())
+}
+
+/// Whether bytes that do not parse as a script were meant as one: text
+/// with a line that starts like a header or a step (`A: ...`). A fuzzer
+/// input rarely is; one that parses is a script anyway.
+pub fn looks_like_script(bytes: &[u8]) -> bool {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    if text.contains('\0') {
+        return false;
+    }
+    text.lines().any(|l| {
+        let l = l.split('#').next().unwrap_or("").trim();
+        let (word, _) = split_word(l);
+        matches!(
+            word,
+            "variant" | "device" | "chunk" | "mount" | "fail" | "expect"
+        ) || l.split_once(':').is_some_and(|(t, _)| {
+            let t = t.trim();
+            t.len() == 1 && t.as_bytes()[0].is_ascii_alphabetic()
+        })
+    })
+}
+
 fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim_start();
     match s.find(char::is_whitespace) {
@@ -295,16 +359,26 @@ fn split_word(s: &str) -> (&str, &str) {
 fn parse_variant(s: &str, line: usize) -> Result<Variant, ParseError> {
     Variant::parse(s).ok_or_else(|| ParseError {
         line,
-        message: format!("unknown variant `{s}` (known: {})", Variant::known_names()),
+        message: format!(
+            "unknown variant `{}` (known: {})",
+            shown(s),
+            Variant::known_names()
+        ),
     })
 }
 
 fn parse_kind(s: &str, line: usize) -> Result<Kind, ParseError> {
     Kind::parse(s).ok_or_else(|| ParseError {
         line,
-        message: format!("unknown kind `{s}` (known: data, metadata, system)"),
+        message: format!(
+            "unknown kind `{}` (known: data, metadata, system)",
+            shown(s)
+        ),
     })
 }
+
+/// The largest size a script may name, in G: 2^50 bytes.
+const MAX_SIZE_G: u64 = 1 << 20;
 
 /// Bytes with an optional `K`, `M` or `G` suffix; a non-zero multiple of 4K.
 pub fn parse_size(s: &str, line: usize) -> Result<u64, ParseError> {
@@ -317,18 +391,24 @@ pub fn parse_size(s: &str, line: usize) -> Result<u64, ParseError> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return err(
             line,
-            format!("bad size `{s}`: expected bytes with an optional K, M or G suffix"),
+            format!(
+                "bad size `{}`: expected bytes with an optional K, M or G suffix",
+                shown(s)
+            ),
         );
     }
-    let n: u64 = digits
-        .parse()
-        .or_else(|_| err(line, format!("size `{s}` is too large")))?;
+    let n: u64 = digits.parse().or_else(|_| {
+        err(
+            line,
+            format!("size `{}` is too large (at most {MAX_SIZE_G}G)", shown(s)),
+        )
+    })?;
     let bytes = n
         .checked_mul(1u64 << shift)
-        .filter(|b| *b <= 1u64 << 50)
+        .filter(|b| *b <= MAX_SIZE_G << 30)
         .ok_or_else(|| ParseError {
             line,
-            message: format!("size `{s}` is too large (at most 1P)"),
+            message: format!("size `{}` is too large (at most {MAX_SIZE_G}G)", shown(s)),
         })?;
     if bytes == 0 || !bytes.is_multiple_of(SZ_4K) {
         return err(
@@ -343,14 +423,22 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
     let Some((t, rest)) = text.split_once(':') else {
         return err(
             line,
-            format!("unknown line `{text}`: expected a header or `T: OP`"),
+            format!(
+                "unknown line `{}`: expected a header or `T: OP`",
+                shown(text)
+            ),
         );
     };
     let t = t.trim();
     let task = match t.as_bytes() {
         [c @ b'A'..=b'Z'] if ((c - b'A') as usize) < MAX_TASKS => (c - b'A') as usize,
         [b'A'..=b'Z'] => return err(line, format!("task `{t}` out of range (A to H)")),
-        _ => return err(line, format!("bad task `{t}`: a task is a letter A to H")),
+        _ => {
+            return err(
+                line,
+                format!("bad task `{}`: a task is a letter A to H", shown(t)),
+            )
+        }
     };
     let (op, args) = split_word(rest);
     let args: Vec<&str> = args.split_whitespace().collect();
@@ -394,7 +482,10 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
                 .filter(|&n| n > 0)
                 .ok_or_else(|| ParseError {
                     line,
-                    message: format!("bad extent `{}`: extents are named e1, e2, ...", args[0]),
+                    message: format!(
+                        "bad extent `{}`: extents are named e1, e2, ...",
+                        shown(args[0])
+                    ),
                 })?;
             Action::Begin(Op::Free { extent: ExtentId(n) })
         }
@@ -403,7 +494,8 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             return err(
                 line,
                 format!(
-                    "unknown operation `{op}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, endio, continue)"
+                    "unknown operation `{}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, endio, continue)",
+                    shown(op)
                 ),
             )
         }

@@ -88,13 +88,23 @@ impl Fake {
         let f = Fake { dir };
         std::fs::create_dir_all(f.root().join("fuzz")).unwrap();
         std::fs::write(f.root().join("fuzz/Cargo.toml"), "").unwrap();
-        for sub in ["scenario", "script", "scripts"] {
-            let to = f.root().join("corpus").join(sub);
-            std::fs::create_dir_all(&to).unwrap();
-            for e in std::fs::read_dir(real_root().join("corpus").join(sub)).unwrap() {
+        fn copy_tree(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
                 let p = e.unwrap().path();
-                std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+                let dest = to.join(p.file_name().unwrap());
+                if p.is_dir() {
+                    copy_tree(&p, &dest);
+                } else {
+                    std::fs::copy(&p, dest).unwrap();
+                }
             }
+        }
+        for sub in ["scenario", "script", "scripts"] {
+            copy_tree(
+                &real_root().join("corpus").join(sub),
+                &f.root().join("corpus").join(sub),
+            );
         }
         let bin = f.path("bin");
         std::fs::create_dir_all(&bin).unwrap();

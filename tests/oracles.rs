@@ -258,3 +258,62 @@ fn every_patch_expected_kind_parses() {
         assert!(ViolationKind::parse(kind).is_some(), "{v}: `{kind}`");
     }
 }
+
+/// Item 13: the incremental space-accounting oracle gives the full walk's
+/// verdict, word for word, after every step of generated runs under every
+/// variant, faults included, and on states broken behind the engine's back.
+#[test]
+fn incremental_space_accounting_agrees_with_the_full_walk() {
+    use bgfuzz::oracles::{check_space_accounting, SpaceLedger};
+    use bgfuzz::scenario::Action;
+    let mut buf = Vec::new();
+    let mut steps_checked = 0;
+    let mut broken_checked = 0;
+    for case in 0..300u64 {
+        bgfuzz::search::case_bytes(7, case, &mut buf);
+        let scn = bgfuzz::generate::decode(&buf);
+        for v in Variant::ALL {
+            let norm = run(&scn, v, Mode::Loose).unwrap().scenario;
+            let armed = norm.fails.iter().any(|p| p.injects());
+            let _guard = armed.then(|| bgfuzz::failpoints::FailGuard::new(&norm.fails).unwrap());
+            let mut e = Engine::new(norm.config(), v.patches(), armed).unwrap();
+            let mut ledger = SpaceLedger::default();
+            for (i, s) in norm.steps.iter().enumerate() {
+                let r = match s.action {
+                    Action::Begin(op) => e.begin(s.task, op),
+                    Action::Continue => e.step(s.task),
+                };
+                r.unwrap();
+                e.drain_events().for_each(drop);
+                assert_eq!(
+                    ledger.check(&e),
+                    check_space_accounting(&e),
+                    "case {case} {v} step {i}"
+                );
+                steps_checked += 1;
+                // Now and then, a counter goes wrong and is put right.
+                if i % 7 == 3 {
+                    if let Some(id) = e.block_groups().iter().rev().map(|b| b.id).next() {
+                        e.testing_bg_mut(id).reserved += 4096;
+                        let want = check_space_accounting(&e);
+                        assert!(want.is_some());
+                        assert_eq!(ledger.check(&e), want, "case {case} {v} step {i}");
+                        e.testing_bg_mut(id).reserved -= 4096;
+                        assert_eq!(ledger.check(&e), check_space_accounting(&e));
+                        broken_checked += 1;
+                    }
+                }
+            }
+            // The fast path kept up on its own: the full walk ran once
+            // for the first step and once per broken counter, no more.
+            let broken = norm.steps.len().saturating_sub(3).div_ceil(7) as u64;
+            assert!(
+                ledger.full_walks() <= 1 + broken,
+                "case {case} {v}: {} full walks",
+                ledger.full_walks()
+            );
+        }
+    }
+    assert!(steps_checked > 10_000, "{steps_checked} steps");
+    assert!(broken_checked > 1_000, "{broken_checked}");
+}
