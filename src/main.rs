@@ -98,9 +98,11 @@ enum Command {
         force: bool,
         /// How much to try: a number of candidate runs (the same result
         /// on every machine), or a wall-clock limit such as 60s or 5m.
-        /// When it runs out, the smallest script so far is the result.
-        #[arg(long, value_parser = parse_budget, default_value_t = BudgetArg::Tries(Budget::DEFAULT_TRIES))]
-        budget: BudgetArg,
+        /// When it runs out, the smallest script so far is the result
+        /// [default: 5000 candidates or 5000000 step lines of candidates
+        /// in all, whichever comes first: seconds, even for a long script].
+        #[arg(long, value_parser = parse_budget)]
+        budget: Option<BudgetArg>,
         #[arg(long, value_parser = parse_variant,
               help = variant_help("The engine to shrink under [default: as for `repro`]."))]
         variant: Option<Variant>,
@@ -676,7 +678,7 @@ fn minimize_cmd(
     file: &Path,
     out: Option<&Path>,
     force: bool,
-    budget: BudgetArg,
+    budget: Option<BudgetArg>,
     variant: Option<Variant>,
     input: InputKind,
 ) -> anyhow::Result<ExitCode> {
@@ -690,12 +692,15 @@ fn minimize_cmd(
     let before =
         run(&scn, variant, Mode::Loose).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
     let budget = match budget {
-        BudgetArg::Tries(n) => Budget {
+        None => Budget::default(),
+        Some(BudgetArg::Tries(n)) => Budget {
             max_tries: n,
+            max_steps: usize::MAX,
             deadline: None,
         },
-        BudgetArg::Time(d) => Budget {
+        Some(BudgetArg::Time(d)) => Budget {
             max_tries: usize::MAX,
+            max_steps: usize::MAX,
             deadline: Some(Instant::now() + d),
         },
     };
@@ -988,7 +993,7 @@ const OPERATIONS: [(&str, &str); 10] = [
     ("start", "btrfs_start_transaction: take a handle"),
     (
         "join",
-        "btrfs_join_transaction: take a handle; waits only for COMMIT_DOING, not COMMIT_START",
+        "btrfs_join_transaction: take a handle; not held back in COMMIT_START, as start is",
     ),
     (
         "alloc KIND SIZE",

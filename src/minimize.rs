@@ -44,25 +44,33 @@ pub struct Minimized {
     pub exhausted: bool,
 }
 
-/// How much shrinking may cost. Candidates are counted, so the result is
-/// the same on every machine; a deadline (outside the runs, like `run
-/// --time`) is there for huge inputs, at the price of that determinism.
+/// How much shrinking may cost. Candidates and their step lines are
+/// counted, so the result is the same on every machine; a deadline
+/// (outside the runs, like `run --time`) is there for those who prefer
+/// time, at the price of that determinism.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
     pub max_tries: usize,
+    /// Step lines of all candidates together: what bounds the time on a
+    /// long script, where each candidate is a long run.
+    pub max_steps: usize,
     pub deadline: Option<std::time::Instant>,
 }
 
 impl Budget {
     /// Enough for every generated case and corpus script (they take a few
-    /// hundred candidates); a 40k-step script stops here with what it has.
+    /// hundred candidates).
     pub const DEFAULT_TRIES: usize = 5_000;
+    /// A few seconds of a release build; a 40k-step script stops here with
+    /// what it has.
+    pub const DEFAULT_STEPS: usize = 5_000_000;
 }
 
 impl Default for Budget {
     fn default() -> Self {
         Budget {
             max_tries: Budget::DEFAULT_TRIES,
+            max_steps: Budget::DEFAULT_STEPS,
             deadline: None,
         }
     }
@@ -73,16 +81,21 @@ struct Shrinker {
     kind: ViolationKind,
     best: Run,
     tries: usize,
-    /// Candidates left; with the deadline, ends shrinking early.
+    /// Candidates and step lines left; with the deadline, ends shrinking
+    /// early.
     left: usize,
+    steps_left: usize,
     deadline: Option<std::time::Instant>,
     exhausted: bool,
 }
 
 impl Shrinker {
-    /// Takes one candidate from the budget; false when it is spent.
-    fn spend(&mut self) -> bool {
+    /// Takes one candidate of `steps` step lines from the budget; false
+    /// when it is spent.
+    fn spend(&mut self, steps: usize) -> bool {
+        let steps = steps.max(1);
         if self.left == 0
+            || self.steps_left < steps
             || self
                 .deadline
                 .is_some_and(|d| std::time::Instant::now() >= d)
@@ -91,13 +104,14 @@ impl Shrinker {
             return false;
         }
         self.left -= 1;
+        self.steps_left -= steps;
         self.tries += 1;
         true
     }
 
     /// Runs a candidate; keeps it if it shows the same kind and is smaller.
     fn try_candidate(&mut self, cand: &Scenario) -> bool {
-        if !self.spend() {
+        if !self.spend(cand.steps.len()) {
             return false;
         }
         let Ok(r) = run(cand, self.variant, Mode::Loose) else {
@@ -114,7 +128,7 @@ impl Shrinker {
     /// Runs a candidate; keeps it if it shows the same kind, is no bigger,
     /// and is `better` (a strict order, so canonicalizing terminates).
     fn try_canonical(&mut self, cand: &Scenario, better: fn(&Scenario, &Scenario) -> bool) -> bool {
-        if !self.spend() {
+        if !self.spend(cand.steps.len()) {
             return false;
         }
         let Ok(r) = run(cand, self.variant, Mode::Loose) else {
@@ -149,7 +163,7 @@ impl Shrinker {
         // nothing (the drain goes in letter order).
         let mut cand = self.current();
         relabel(&mut cand);
-        if !self.spend() {
+        if !self.spend(cand.steps.len()) {
             return;
         }
         if let Ok(r) = run(&cand, self.variant, Mode::Loose) {
@@ -475,6 +489,7 @@ pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> O
         ],
     ];
     let mut tries = 0;
+    let mut steps_left = budget.max_steps;
     let mut exhausted = false;
     let mut best: Option<Run> = None;
     for passes in orders {
@@ -487,6 +502,7 @@ pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> O
             best: first.clone(),
             tries: 0,
             left: budget.max_tries - tries.min(budget.max_tries),
+            steps_left,
             deadline: budget.deadline,
             exhausted: false,
         };
@@ -507,6 +523,7 @@ pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> O
         }
         sh.canonicalize();
         tries += sh.tries;
+        steps_left = sh.steps_left;
         exhausted |= sh.exhausted;
         if best
             .as_ref()

@@ -310,7 +310,7 @@ impl Runner<'_> {
                     task_name(t)
                 ),
             ),
-            Some(h) if matches!(op, Op::Start | Op::Join | Op::DeleteUnused) => self.script_error(
+            Some(h) if matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio) => self.script_error(
                 step.line,
                 format!(
                     "`{what}`: task {} already holds a handle on transaction {}{} (end it first with `{}: end`)",
