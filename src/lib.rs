@@ -13,6 +13,7 @@ pub mod check;
 pub mod coverage;
 pub mod generate;
 pub mod html;
+pub mod kernel;
 pub mod minimize;
 pub mod oracles;
 pub mod report;

@@ -64,6 +64,14 @@ enum Command {
         events: bool,
         #[command(flatten)]
         input: InputKind,
+        /// Also run the script on this machine's kernel (`bgfuzz kernel`,
+        /// as root) and print the model under every variant and the
+        /// kernel side by side. Exit 1 when the kernel run has a finding.
+        #[arg(long, conflicts_with_all = ["print_script", "loose", "html", "events"])]
+        kernel: bool,
+        /// With --kernel: how long the kernel runs the script.
+        #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "kernel")]
+        kernel_time: Duration,
     },
     /// Shrink a failing script or libFuzzer artifact: fewer tasks, steps and
     /// faults, smaller sizes, the same violation kind.
@@ -135,6 +143,21 @@ enum Command {
         /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report.
         #[arg(long)]
         coverage: bool,
+        /// Then run each crash's minimized script on this machine's kernel
+        /// for this long (as root; as `repro --kernel`), side by side with
+        /// the model, into OUT/kernel.md and OUT/kernel.json.
+        #[arg(long, value_parser = parse_duration)]
+        kernel: Option<Duration>,
+    },
+    /// Drive this machine's btrfs (a loop-mounted sparse image, as root)
+    /// through a script's operations, or a built-in mix, with the kernel
+    /// log, tracepoints and `btrfs check` as oracles. Exit 0: nothing
+    /// found, 1: a finding, 2: cannot run here or invalid input. See
+    /// docs/kernel.md.
+    Kernel {
+        script: Option<PathBuf>,
+        #[command(flatten)]
+        args: KernelArgs,
     },
     /// Replay scripts (files or directories of .scn) against their
     /// `expect` lines.
@@ -223,17 +246,26 @@ fn main() -> ExitCode {
             html,
             events,
             input,
-        } => repro(
-            &file,
-            variant,
-            json,
-            print_script,
-            loose,
-            input,
-            Picture { html, events },
-        ),
+            kernel,
+            kernel_time,
+        } => {
+            if kernel {
+                repro_kernel(&file, kernel_time, json)
+            } else {
+                repro(
+                    &file,
+                    variant,
+                    json,
+                    print_script,
+                    loose,
+                    input,
+                    Picture { html, events },
+                )
+            }
+        }
         Command::Check { paths } => check(&paths),
         Command::Variants { json } => variants_cmd(json),
+        Command::Kernel { script, args } => kernel_cmd(script, &args),
         Command::Minimize {
             file,
             out,
@@ -260,25 +292,29 @@ fn main() -> ExitCode {
             out,
             corpus,
             coverage,
-        } => campaign_cmd(bgfuzz::campaign::CampaignConfig {
-            targets,
-            time,
-            jobs,
-            variant: match variant {
-                Some(v) => v,
-                None => match env_variant() {
-                    Ok(v) => v.unwrap_or(Variant::FIXED),
-                    Err(e) => {
-                        eprintln!("bgfuzz: {e}");
-                        return ExitCode::from(2);
-                    }
+            kernel,
+        } => campaign_cmd(
+            kernel,
+            bgfuzz::campaign::CampaignConfig {
+                targets,
+                time,
+                jobs,
+                variant: match variant {
+                    Some(v) => v,
+                    None => match env_variant() {
+                        Ok(v) => v.unwrap_or(Variant::FIXED),
+                        Err(e) => {
+                            eprintln!("bgfuzz: {e}");
+                            return ExitCode::from(2);
+                        }
+                    },
                 },
+                out,
+                corpus,
+                root: PathBuf::from("."),
+                coverage,
             },
-            out,
-            corpus,
-            root: PathBuf::from("."),
-            coverage,
-        }),
+        ),
     };
     match result {
         Ok(code) => code,
@@ -712,7 +748,10 @@ fn variants_cmd(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCode> {
+fn campaign_cmd(
+    kernel: Option<Duration>,
+    cfg: bgfuzz::campaign::CampaignConfig,
+) -> anyhow::Result<ExitCode> {
     let report = bgfuzz::campaign::campaign(&cfg)?;
     print!("{}", bgfuzz::campaign::markdown(&report));
     eprintln!(
@@ -720,9 +759,101 @@ fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCod
         cfg.out.display(),
         cfg.out.display()
     );
+    if let Some(time) = kernel {
+        let crashes: Vec<(String, String)> = report
+            .crashes
+            .iter()
+            .map(|c| (c.target.clone(), c.script.clone()))
+            .collect();
+        print!(
+            "{}",
+            bgfuzz::kernel::compare::campaign_on_kernel(&crashes, &cfg.out, time)?
+        );
+    }
     Ok(if report.new_crashes > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The options of `bgfuzz kernel` (also taken by `repro --kernel`).
+#[derive(clap::Args, Clone)]
+struct KernelArgs {
+    /// How long the operations run, e.g. 10s, 2m.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    time: Duration,
+    /// Threads (default: one per script task; 4 for the built-in mix).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// A real device fault: `eio` fails the loop device's writes partway.
+    #[arg(long, value_parser = bgfuzz::kernel::Fault::parse)]
+    fault: Option<bgfuzz::kernel::Fault>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Keep the btrfs tracepoint stream as JSON lines.
+    #[arg(long)]
+    keep_trace: Option<PathBuf>,
+    /// Seed of the per-thread jitter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Mount options (default: space_cache=v1).
+    #[arg(long)]
+    mount_options: Option<String>,
+    /// Panic this long into the run (to check the cleanup).
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    panic_after: Option<Duration>,
+}
+
+impl KernelArgs {
+    fn options(&self, script: Option<PathBuf>) -> bgfuzz::kernel::KernelOptions {
+        bgfuzz::kernel::KernelOptions {
+            script,
+            time: self.time,
+            threads: self.threads,
+            fault: self.fault,
+            keep_trace: self.keep_trace.clone(),
+            seed: self.seed,
+            mount_options: self.mount_options.clone(),
+            progress: !self.json,
+            panic_after: self.panic_after,
+            ..Default::default()
+        }
+    }
+}
+
+fn kernel_cmd(script: Option<PathBuf>, args: &KernelArgs) -> anyhow::Result<ExitCode> {
+    let r = match bgfuzz::kernel::run(&args.options(script)) {
+        Ok(r) => r,
+        Err(e) => return Err(kernel_error(e)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", bgfuzz::kernel::report::table(&r));
+    }
+    Ok(ExitCode::from(r.exit_code()))
+}
+
+/// Refusals and bad input exit 2 with their message; setup failures too.
+fn kernel_error(e: bgfuzz::kernel::KernelError) -> anyhow::Error {
+    Invalid(format!("kernel: {e}")).into()
+}
+
+/// `repro --kernel`: the model under every variant and the kernel.
+fn repro_kernel(file: &Path, time: Duration, json: bool) -> anyhow::Result<ExitCode> {
+    let opts = bgfuzz::kernel::KernelOptions {
+        script: Some(file.to_path_buf()),
+        time,
+        progress: !json,
+        ..Default::default()
+    };
+    let s = bgfuzz::kernel::compare::side_by_side(&opts).map_err(kernel_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", bgfuzz::kernel::compare::table(&s));
+    }
+    Ok(ExitCode::from(s.kernel.exit_code()))
 }

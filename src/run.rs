@@ -180,6 +180,17 @@ impl Runner<'_> {
             }
             let t = step.task;
             match step.action {
+                // Loose: free-space endio workers are kernel threads of
+                // their own, so an `endio` runs on the lowest idle task
+                // that holds no handle, whichever task the input named.
+                Action::Begin(Op::Endio) if self.mode == Mode::Loose => {
+                    let worker = (0..MAX_TASKS).find(|&u| {
+                        self.engine.status(u) == Status::Idle && self.engine.handle(u).is_none()
+                    });
+                    if let Some(u) = worker.filter(|_| self.engine.io_to_complete()) {
+                        self.take_step(u, Action::Begin(Op::Endio), false, step.line)?;
+                    }
+                }
                 Action::Begin(op) => {
                     // Implicit completion of the operation in progress.
                     while self.violation.is_none() && self.engine.status(t) != Status::Idle {
@@ -353,7 +364,24 @@ impl Runner<'_> {
     /// none, and a free-space cache IO is in flight, the lowest idle task
     /// without a handle runs its endio worker (`endio`).
     fn drain(&mut self) {
+        let mut taken = 0u64;
         while self.violation.is_none() {
+            taken += 1;
+            if taken > MAX_DRAIN_STEPS {
+                // No kernel path loops this long in the model's sizes: a
+                // livelock is a liveness failure, like a deadlock.
+                self.violation = Some(Violation {
+                    finding: crate::oracles::Finding {
+                        kind: crate::oracles::ViolationKind::Deadlock,
+                        message: format!(
+                            "livelock: the drain took {MAX_DRAIN_STEPS} steps and the tasks have not finished"
+                        ),
+                        abort: None,
+                    },
+                    step: self.steps.len().saturating_sub(1),
+                });
+                break;
+            }
             let idle = |t: TaskId| self.engine.status(t) == Status::Idle;
             let runnable = (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Runnable);
             let r = if let Some(t) = runnable {
@@ -373,6 +401,11 @@ impl Runner<'_> {
         }
     }
 }
+
+/// The drain's bound: far beyond any run that ends (a generated case takes
+/// at most a few hundred steps), small enough that a livelock is reported
+/// in well under a second.
+const MAX_DRAIN_STEPS: u64 = 100_000;
 
 /// Operations that return EINVAL without a handle.
 fn needs_handle(op: Op) -> bool {

@@ -398,6 +398,10 @@ pub struct Transaction {
     pub in_critical: bool,
     /// `btrfs_start_dirty_block_groups`' local list.
     pub writeout: VecDeque<BgId>,
+    /// Bgs whose cache inode an endio worker already updated in this
+    /// transaction: its tree block is COWed once per transaction, later
+    /// updates are in place and allocate nothing (`should_cow_block`).
+    pub cache_inodes_cowed: Vec<BgId>,
 }
 
 /// `struct btrfs_trans_handle`.
