@@ -267,7 +267,7 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
     tasks.sort_unstable();
     tasks.dedup();
     // Block groups by arena index: those whose lane changes over the rows
-    // shown first (the race is there), then the still ones; each in
+    // shown first (the race is there), then the still ones; each group in
     // creation order.
     let all_bgs: &[BgState] = snaps.last().map_or(&[], |s| &s.state.block_groups);
     let lane_keys = |b: usize, s: &Snapshot| -> Vec<Option<String>> {
@@ -282,10 +282,16 @@ pub fn page(source: &str, run: &Run, snaps: &[Snapshot]) -> String {
             })
             .collect()
     };
-    let (mut bg_order, still): (Vec<usize>, Vec<usize>) = (0..all_bgs.len()).partition(|&b| {
+    let (changing, still): (Vec<usize>, Vec<usize>) = (0..all_bgs.len()).partition(|&b| {
         let k0 = lane_keys(b, &shown[0]);
         shown.iter().any(|s| lane_keys(b, s) != k0)
     });
+    // Among the changing ones, those the run created (mkfs's are
+    // generation 1) come first: a race is usually about a new bg.
+    let (mut bg_order, made_by_mkfs): (Vec<usize>, Vec<usize>) = changing
+        .into_iter()
+        .partition(|&b| all_bgs[b].created_transid > 1);
+    bg_order.extend(made_by_mkfs);
     bg_order.extend(still);
     let bgs: Vec<(usize, String, String)> = bg_order
         .into_iter()

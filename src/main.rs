@@ -74,7 +74,7 @@ enum Command {
         /// Also run the script on this machine's kernel (`bgfuzz kernel`,
         /// as root) and print the model under every variant and the
         /// kernel side by side. Exit 1 when the kernel run has a finding.
-        #[arg(long, conflicts_with_all = ["print_script", "loose"])]
+        #[arg(long, conflicts_with_all = ["print_script", "loose", "html", "events"])]
         kernel: bool,
         /// With --kernel: how long the kernel runs the script.
         #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "kernel")]
