@@ -69,12 +69,39 @@ pub struct Replay {
     pub steps_per_sec: Spread,
 }
 
+/// `bgfuzz explore`: distinct states per second on `fixed` (wall clock and
+/// per CPU second of the exploring thread), and the time to the shortest
+/// counterexample of each bug variant.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExploreBench {
+    pub bounds: String,
+    pub rounds: usize,
+    pub states: u64,
+    pub transitions: u64,
+    pub states_per_sec: Spread,
+    /// All rounds' states over all rounds' CPU time: the CPU clock ticks
+    /// in 10 ms, too coarse for one round.
+    pub states_per_cpu_sec: f64,
+    pub shortest: Vec<ExploreDetection>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExploreDetection {
+    pub variant: String,
+    pub bounds: String,
+    pub kind: String,
+    pub steps: usize,
+    pub states: u64,
+    pub seconds: Spread,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Bench {
     pub cores: usize,
     pub search_fixed: Throughput,
     pub detect: Vec<Detection>,
     pub replay: Option<Replay>,
+    pub explore: ExploreBench,
 }
 
 pub struct BenchConfig {
@@ -181,6 +208,67 @@ pub fn bench(cfg: &BenchConfig) -> Bench {
         search_fixed,
         detect,
         replay,
+        explore: explore_bench(cfg.rounds),
+    }
+}
+
+/// `fixed` at 3 tasks x 3 ops for the rate (a run of about half a CPU
+/// second); each bug variant at the default bounds for the counterexample.
+fn explore_bench(rounds: usize) -> ExploreBench {
+    use crate::explore::{explore, thread_cpu_seconds, Bounds, Limits, Verdict};
+    let bounds = Bounds::new(Variant::FIXED, 3, 3);
+    let mut wall = Vec::new();
+    let (mut cpu_total, mut cpu_states) = (0.0, 0u64);
+    let (mut states, mut transitions) = (0, 0);
+    for _ in 0..rounds.max(1) {
+        let c0 = thread_cpu_seconds();
+        let t = Instant::now();
+        let x = explore(&bounds, Limits::default(), |_| {}).expect("valid bounds");
+        let el = secs(t.elapsed());
+        (states, transitions) = (x.stats.states, x.stats.transitions);
+        wall.push(states as f64 / el);
+        if let (Some(a), Some(b)) = (c0, thread_cpu_seconds()) {
+            cpu_total += b - a;
+            cpu_states += states;
+        }
+    }
+    let shortest = Variant::BUGS
+        .iter()
+        .map(|&v| {
+            let b = Bounds::for_variant(v);
+            let mut times = Vec::new();
+            let mut found = ("none".to_string(), 0, 0);
+            for _ in 0..rounds.max(1) {
+                let t = Instant::now();
+                let x = explore(&b, Limits::default(), |_| {}).expect("valid bounds");
+                times.push(secs(t.elapsed()));
+                found = match &x.verdict {
+                    Verdict::Violation(c) => (
+                        c.kind.name().to_string(),
+                        c.scenario.steps.len(),
+                        x.stats.states,
+                    ),
+                    _ => ("none".to_string(), 0, x.stats.states),
+                };
+            }
+            ExploreDetection {
+                variant: v.name().to_string(),
+                bounds: b.describe(),
+                kind: found.0,
+                steps: found.1,
+                states: found.2,
+                seconds: Spread::of(times),
+            }
+        })
+        .collect();
+    ExploreBench {
+        bounds: bounds.describe(),
+        rounds: rounds.max(1),
+        states,
+        transitions,
+        states_per_sec: Spread::of(wall),
+        states_per_cpu_sec: cpu_states as f64 / f64::max(cpu_total, 0.01),
+        shortest,
     }
 }
 
@@ -217,6 +305,31 @@ pub fn table(b: &Bench) -> String {
             d.seeds,
             d.kinds.join(",")
         ));
+    }
+    let x = &b.explore;
+    out.push_str(&format!(
+        "\nexplore, fixed ({} distinct states, {} transitions; {} rounds): {:.0} distinct states/s median (min {:.0}, max {:.0}); per CPU second {:.0} (all rounds)\n  BOUNDS: {}\n",
+        x.states,
+        x.transitions,
+        x.rounds,
+        x.states_per_sec.median,
+        x.states_per_sec.min,
+        x.states_per_sec.max,
+        x.states_per_cpu_sec,
+        x.bounds
+    ));
+    for d in &x.shortest {
+        if d.kind == "none" {
+            out.push_str(&format!(
+                "explore, {}: no violation within its bounds ({} states, {:.4}s median): its bug needs an injected fault, which explore does not inject\n",
+                d.variant, d.states, d.seconds.median
+            ));
+        } else {
+            out.push_str(&format!(
+                "explore, {}: shortest counterexample {} ({} step lines, {} states) in {:.4}s median (min {:.4}, max {:.4})\n",
+                d.variant, d.kind, d.steps, d.states, d.seconds.median, d.seconds.min, d.seconds.max
+            ));
+        }
     }
     out
 }

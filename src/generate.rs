@@ -33,9 +33,17 @@ pub const SIZES: [u64; 8] = [
     64 * SZ_1M,
 ];
 const DATA_CHUNKS: [u64; 4] = [16 * SZ_1M, 64 * SZ_1M, 256 * SZ_1M, SZ_1G];
-const METADATA_CHUNKS: [u64; 3] = [16 * SZ_1M, 64 * SZ_1M, 256 * SZ_1M];
+const METADATA_CHUNKS: [u64; 4] = [SZ_1M, 16 * SZ_1M, 64 * SZ_1M, 256 * SZ_1M];
 const DEVICES: [u64; 4] = [16 * SZ_1G, 4 * SZ_1G, SZ_1G, 512 * SZ_1M];
-const KINDS: [Kind; 4] = [Kind::Data, Kind::Data, Kind::Metadata, Kind::System];
+/// Swarm over allocation kinds: the header picks one of these mixes, so
+/// some scenarios fill metadata (what a free-space endio worker's tree COW
+/// needs to create a bg) and others data.
+const KIND_MIXES: [[Kind; 4]; 4] = [
+    [Kind::Data, Kind::Data, Kind::Metadata, Kind::System],
+    [Kind::Metadata, Kind::Metadata, Kind::Metadata, Kind::Data],
+    [Kind::Data, Kind::Data, Kind::Data, Kind::Metadata],
+    [Kind::Metadata, Kind::Data, Kind::System, Kind::System],
+];
 
 /// The operation kinds a swarm weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,18 +57,23 @@ enum OpKind {
     Commit,
     DeleteUnused,
     Continue,
+    Endio,
 }
 
-const OP_KINDS: [OpKind; 9] = [
-    OpKind::Start,
-    OpKind::Join,
-    OpKind::Alloc,
-    OpKind::Free,
-    OpKind::RunDelayedRefs,
-    OpKind::End,
-    OpKind::Commit,
-    OpKind::DeleteUnused,
-    OpKind::Continue,
+/// Each operation kind with the header byte that holds its swarm weight.
+/// The first nine are the original layout; later kinds take bytes appended
+/// after it.
+const OP_KINDS: [(OpKind, usize); 10] = [
+    (OpKind::Start, 4),
+    (OpKind::Join, 5),
+    (OpKind::Alloc, 6),
+    (OpKind::Free, 7),
+    (OpKind::RunDelayedRefs, 8),
+    (OpKind::End, 9),
+    (OpKind::Commit, 10),
+    (OpKind::DeleteUnused, 11),
+    (OpKind::Continue, 12),
+    (OpKind::Endio, AT_W_ENDIO),
 ];
 
 /// A generated scenario. Its `Debug` is the normalized script of its run
@@ -97,8 +110,21 @@ pub fn decode(bytes: &[u8]) -> Scenario {
     generate(bytes)
 }
 
-/// Bytes of the fixed header: tasks, sizes, swarm weights, faults.
-pub const HEADER_LEN: usize = 22;
+/// Byte 0: tasks in play. 1-3: data chunk, metadata chunk, device. 4-12:
+/// swarm weights of the first nine operation kinds. 13: whether (and how
+/// many) faults. 14-21: two fault plans of four bytes.
+const AT_FAULTS: usize = 13;
+const AT_PLANS: usize = 14;
+/// 22: mount options, one bit each (bit 0: `space_cache`).
+const AT_MOUNT: usize = 22;
+/// 23: swarm weight of `endio`.
+const AT_W_ENDIO: usize = 23;
+/// 24: the allocation kind mix ([`KIND_MIXES`]).
+const AT_KIND_MIX: usize = 24;
+/// Bytes of the fixed header: tasks, sizes, swarm weights, faults, mount
+/// options. 25-27 are read as zero today and kept for later operations, so
+/// adding one does not move the step records again.
+pub const HEADER_LEN: usize = 28;
 /// Bytes per step record: task, operation, two arguments.
 pub const STEP_LEN: usize = 4;
 
@@ -121,20 +147,26 @@ fn generate(bytes: &[u8]) -> Scenario {
     s.chunk[Kind::Data.index()] = Some(data);
     s.chunk[Kind::Metadata.index()] = Some(meta);
     s.device = Some(DEVICES[pick(3, DEVICES.len())].max(floor));
-    // Swarm: a weight 0..=3 per operation kind; 0 turns it off.
+    s.mount.space_cache = at(AT_MOUNT) & 1 != 0;
+    // Swarm: a weight 0..=3 per operation kind; 0 turns it off. `endio`
+    // only means something under space_cache.
     let mut weights = [0usize; OP_KINDS.len()];
-    for (i, w) in weights.iter_mut().enumerate() {
-        *w = pick(4 + i, 4);
+    for (w, &(kind, at_w)) in weights.iter_mut().zip(&OP_KINDS) {
+        *w = match kind {
+            OpKind::Endio if !s.mount.space_cache => 0,
+            _ => pick(at_w, 4),
+        };
     }
     if weights.iter().all(|&w| w == 0) {
         weights = [1; OP_KINDS.len()];
     }
     let total: usize = weights.iter().sum();
+    let kinds = KIND_MIXES[pick(AT_KIND_MIX, KIND_MIXES.len())];
     // Faults are the exception: a quarter of the inputs, one or two
     // count-based plans.
-    if at(13) >= 192 {
-        for f in 0..1 + (at(13) % 2) {
-            let b = 14 + 4 * f;
+    if at(AT_FAULTS) >= 192 {
+        for f in 0..1 + (at(AT_FAULTS) % 2) {
+            let b = AT_PLANS + 4 * f;
             let site = Site::ALL[pick(b, Site::ALL.len())];
             if s.fails.iter().any(|p| p.site == site) {
                 continue;
@@ -162,9 +194,9 @@ fn generate(bytes: &[u8]) -> Scenario {
         let task = r(0) % ntasks;
         let mut p = r(1) % total;
         let mut kind = OpKind::Continue;
-        for (k, &w) in OP_KINDS.iter().zip(&weights) {
+        for (&(k, _), &w) in OP_KINDS.iter().zip(&weights) {
             if p < w {
-                kind = *k;
+                kind = k;
                 break;
             }
             p -= w;
@@ -173,7 +205,7 @@ fn generate(bytes: &[u8]) -> Scenario {
             OpKind::Start => Action::Begin(Op::Start),
             OpKind::Join => Action::Begin(Op::Join),
             OpKind::Alloc => Action::Begin(Op::Alloc {
-                kind: KINDS[r(2) % KINDS.len()],
+                kind: kinds[r(2) % kinds.len()],
                 size: SIZES[r(3) % SIZES.len()],
             }),
             OpKind::Free => Action::Begin(Op::Free {
@@ -183,6 +215,7 @@ fn generate(bytes: &[u8]) -> Scenario {
             OpKind::End => Action::Begin(Op::End),
             OpKind::Commit => Action::Begin(Op::Commit),
             OpKind::DeleteUnused => Action::Begin(Op::DeleteUnused),
+            OpKind::Endio => Action::Begin(Op::Endio),
             OpKind::Continue => Action::Continue,
         };
         debug_assert!(task < MAX_TASKS);

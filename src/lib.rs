@@ -11,13 +11,17 @@ pub mod bench;
 pub mod campaign;
 pub mod check;
 pub mod coverage;
+pub mod explore;
 pub mod generate;
+pub mod html;
+pub mod kernel;
 pub mod minimize;
 pub mod oracles;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod search;
+pub mod snapshot;
 pub mod targets;
 pub mod variant;
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bgfuzz::check::{check_paths, outcome_name};
+use bgfuzz::explore::{Bounds, Limits};
 use bgfuzz::generate::decode;
 use bgfuzz::minimize::{minimize_with, Budget, Minimized};
 use bgfuzz::variant::Variant;
@@ -59,8 +60,25 @@ enum Command {
         /// strict script.
         #[arg(long)]
         loose: bool,
+        /// Also draw the run as one self-contained HTML page in FILE: a lane
+        /// per task, per block group and per transaction, a row per step;
+        /// hovering a step shows the engine's state after it.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// With --json: add "events", an array with the engine's state
+        /// after each step (one object per step).
+        #[arg(long, requires = "json")]
+        events: bool,
         #[command(flatten)]
         input: InputKind,
+        /// Also run the script on this machine's kernel (`bgfuzz kernel`,
+        /// as root) and print the model under every variant and the
+        /// kernel side by side. Exit 1 when the kernel run has a finding.
+        #[arg(long, conflicts_with_all = ["print_script", "loose", "html", "events"])]
+        kernel: bool,
+        /// With --kernel: how long the kernel runs the script.
+        #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "kernel")]
+        kernel_time: Duration,
     },
     /// Shrink a failing script or libFuzzer artifact: fewer tasks, steps and
     /// faults, smaller sizes, the same violation kind. Prints the result.
@@ -131,33 +149,70 @@ enum Command {
         /// Seeds per bug variant for the time to detect (at least 1).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
+        /// Cases each seed may take to find a bug variant's bug (at least 1).
+        #[arg(long, default_value_t = BUG_CAP_CASES, value_parser = clap::value_parser!(u64).range(1..))]
+        cap_cases: u64,
     },
-    /// A nightly campaign: `cargo fuzz` over the targets, corpus merged
-    /// (add-only), crashes minimized, deduplicated and matched against
-    /// corpus/scripts, a report in OUT/report.md and OUT/report.json.
-    /// Exit 1 on a new crash. Safe to kill; the next run resumes.
+    /// A nightly campaign: `cargo fuzz` over the targets, new inputs merged
+    /// (add-only) into a working corpus under OUT, crashes minimized,
+    /// grouped (kind, call trace, whether an injected fault is needed) and
+    /// matched against CORPUS/scripts; a report in OUT/report.md and
+    /// OUT/report.json. Run it from the repository root (it drives
+    /// `cargo fuzz` on fuzz/). Safe to kill; the next run into the same
+    /// OUT resumes.
+    ///
+    /// Exit status: 0 no new crash; 1 a new crash; 2 an error: bad
+    /// arguments, not in the repository root, llvm-tools missing for
+    /// --coverage, OUT in use by another campaign, or a step that failed
+    /// (fuzzing, the corpus merge, coverage: the report says which).
     Campaign {
-        /// Comma-separated: scenario, script.
+        /// Fuzz targets to run, comma-separated: scenario, script.
         #[arg(long, value_delimiter = ',', default_value = "scenario,script")]
         targets: Vec<String>,
         /// Fuzzing time per target, e.g. 60s, 30m.
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         time: Duration,
-        /// Parallel fuzzing processes per target (libFuzzer -fork).
+        /// Parallel fuzzing processes per target (libFuzzer -fork=N).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
         #[arg(long, value_parser = parse_variant,
-              help = variant_help("The engine the `scenario` target judges; default BGFUZZ_VARIANT, else fixed."))]
+              help = variant_help("The engine the `scenario` target judges [default: BGFUZZ_VARIANT, else fixed]."))]
         variant: Option<Variant>,
+        /// Where everything the campaign writes goes: OUT/<target>/corpus
+        /// (the working corpus, carried from run to run), new/, artifacts/,
+        /// logs, and the report. Locked while a campaign runs.
         #[arg(long, default_value = "campaign-out")]
         out: PathBuf,
-        /// Seed corpora (<target>/) and regressions (scripts/).
+        /// Read-only inputs: seed corpora (<target>/) and kept regressions
+        /// (scripts/). Never written.
         #[arg(long, default_value = "corpus")]
         corpus: PathBuf,
-        /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report.
+        /// Also run `cargo fuzz coverage` and write an llvm-cov HTML report
+        /// (needs `rustup component add llvm-tools-preview`).
         #[arg(long)]
         coverage: bool,
+        /// Then run each crash's minimized script on this machine's kernel
+        /// for this long (as root; as `repro --kernel`), side by side with
+        /// the model, into OUT/kernel.md and OUT/kernel.json.
+        #[arg(long, value_parser = parse_duration)]
+        kernel: Option<Duration>,
     },
+    /// Drive this machine's btrfs (a loop-mounted sparse image, as root)
+    /// through a script's operations, or a built-in mix, with the kernel
+    /// log, tracepoints and `btrfs check` as oracles. Exit 0: nothing
+    /// found, 1: a finding, 2: cannot run here or invalid input. See
+    /// docs/kernel.md.
+    Kernel {
+        script: Option<PathBuf>,
+        #[command(flatten)]
+        args: KernelArgs,
+    },
+    /// Bounded exhaustive exploration: every program over the alphabet and
+    /// every interleaving within the bounds, breadth-first, so a violation
+    /// found is a shortest one (kept as a .scn for `repro`). Exit 0: no
+    /// violation within the bounds, 1: a violation, 2: bad bounds, 3: a
+    /// budget or memory limit stopped it first (incomplete).
+    Explore(ExploreArgs),
     /// Replay scripts (files or directories of .scn) against their
     /// `expect` lines. Exit 0: all met, 1: one unmet, 2: one invalid.
     Check {
@@ -178,6 +233,60 @@ enum Command {
     /// failpoint sites with their errnos, mount options, violation kinds.
     /// Exit 0.
     List,
+}
+
+#[derive(clap::Args)]
+struct ExploreArgs {
+    #[arg(long, value_parser = parse_variant, default_value = "fixed")]
+    variant: Variant,
+    /// Tasks in play (A, B, ...); tasks with equal bounds are
+    /// interchangeable for symmetry reduction.
+    #[arg(long, default_value_t = 2)]
+    tasks: usize,
+    /// Operations each task may begin (an `end` it needs after its budget
+    /// ran out is free).
+    #[arg(long, default_value_t = 4)]
+    ops: u64,
+    /// Comma-separated operations in script syntax, `free` for any live
+    /// extent. Default: start, alloc data <chunk-data>, alloc data 4K, end,
+    /// commit (add run_delayed_refs, join, delete_unused, free here).
+    #[arg(long, value_delimiter = ',')]
+    alphabet: Option<Vec<String>>,
+    /// Default: room for exactly one more data chunk after mkfs.
+    #[arg(long, default_value = "57M")]
+    device: String,
+    #[arg(long, default_value = "16M")]
+    chunk_data: String,
+    #[arg(long, default_value = "16M")]
+    chunk_metadata: String,
+    #[arg(long, default_value = "8M")]
+    chunk_system: String,
+    /// Comma-separated mount options, as a script's `mount` line (e.g.
+    /// space_cache, with `endio` in the alphabet for its workers).
+    #[arg(long, value_delimiter = ',')]
+    mount: Vec<String>,
+    /// Keep states that differ only by a renaming of tasks apart (to
+    /// measure what symmetry reduction saves).
+    #[arg(long)]
+    no_symmetry: bool,
+    /// Stop after a time (30s, 5m) or a number of distinct states (a plain
+    /// number); the verdict then says "incomplete".
+    #[arg(long)]
+    budget: Option<String>,
+    /// Stop (incomplete) when resident memory reaches this (e.g. 4G);
+    /// default 80% of the memory available at start.
+    #[arg(long)]
+    max_memory: Option<String>,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    json: bool,
+    /// For CI: exit 0 if the verdict is this (`none` or a violation kind),
+    /// 1 otherwise (an incomplete run is never as expected).
+    #[arg(long, value_parser = parse_expect)]
+    expect: Option<Expected>,
+    /// Where a counterexample's script goes.
+    #[arg(long, default_value = "bgfuzz-out")]
+    out: PathBuf,
 }
 
 /// Whether FILE is a script or a libFuzzer input. By default the content
@@ -359,11 +468,31 @@ fn main() -> ExitCode {
             json,
             print_script,
             loose,
+            html,
+            events,
             input,
-        } => repro(&file, variant, json, print_script, loose, input),
+            kernel,
+            kernel_time,
+        } => {
+            if kernel {
+                repro_kernel(&file, kernel_time, json)
+            } else {
+                repro(
+                    &file,
+                    variant,
+                    json,
+                    print_script,
+                    loose,
+                    input,
+                    Picture { html, events },
+                )
+            }
+        }
         Command::Check { paths } => check(&paths),
+        Command::Explore(args) => explore_cmd(args),
         Command::List => list(),
         Command::Variants { json } => variants_cmd(json),
+        Command::Kernel { script, args } => kernel_cmd(script, &args),
         Command::Minimize {
             file,
             out,
@@ -383,7 +512,8 @@ fn main() -> ExitCode {
             json,
             rounds,
             seeds,
-        } => bench_cmd(json, rounds as usize, seeds as usize),
+            cap_cases,
+        } => bench_cmd(json, rounds as usize, seeds as usize, cap_cases),
         Command::Campaign {
             targets,
             time,
@@ -392,25 +522,29 @@ fn main() -> ExitCode {
             out,
             corpus,
             coverage,
-        } => campaign_cmd(bgfuzz::campaign::CampaignConfig {
-            targets,
-            time,
-            jobs,
-            variant: match variant {
-                Some(v) => v,
-                None => match env_variant() {
-                    Ok(v) => v.unwrap_or(Variant::FIXED),
-                    Err(e) => {
-                        eprintln!("bgfuzz: {e}");
-                        return ExitCode::from(2);
-                    }
+            kernel,
+        } => campaign_cmd(
+            kernel,
+            bgfuzz::campaign::CampaignConfig {
+                targets,
+                time,
+                jobs,
+                variant: match variant {
+                    Some(v) => v,
+                    None => match env_variant() {
+                        Ok(v) => v.unwrap_or(Variant::FIXED),
+                        Err(e) => {
+                            eprintln!("bgfuzz: {e}");
+                            return ExitCode::from(2);
+                        }
+                    },
                 },
+                out,
+                corpus,
+                root: PathBuf::from("."),
+                coverage,
             },
-            out,
-            corpus,
-            root: PathBuf::from("."),
-            coverage,
-        }),
+        ),
     };
     match result {
         Ok(code) => code,
@@ -431,6 +565,7 @@ fn repro(
     print_script: bool,
     loose: bool,
     input: InputKind,
+    picture: Picture,
 ) -> anyhow::Result<ExitCode> {
     let (scn, reading) = load(file, input)?;
     let variant = input_variant(&scn, variant, reading.is_artifact())?;
@@ -441,12 +576,28 @@ fn repro(
     } else {
         Mode::Strict
     };
-    let r = run(&scn, variant, mode).map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
+    let (r, snaps) = if picture.events {
+        bgfuzz::snapshot::capture(&scn, variant, mode)
+    } else if picture.html.is_some() {
+        bgfuzz::snapshot::capture_last(&scn, variant, mode, bgfuzz::html::MAX_ROWS)
+    } else {
+        run(&scn, variant, mode).map(|r| (r, Vec::new()))
+    }
+    .map_err(|e| Invalid(format!("{}:{e}", file.display())))?;
+    if let Some(out) = &picture.html {
+        let page = bgfuzz::html::page(&file.display().to_string(), &r, &snaps);
+        bgfuzz::write_atomic(out, &page)?;
+        eprintln!("wrote {}", out.display());
+    }
     // Which reading was used: on stderr where stdout is a script or one
     // JSON object, else under the report's first line.
     if print_script {
         eprintln!("bgfuzz: {}", reading.describe(file));
         out!("{}", r.scenario.print());
+    } else if json && picture.events {
+        eprintln!("bgfuzz: {}", reading.describe(file));
+        let j = bgfuzz::snapshot::with_events(report::json(&r), &snaps);
+        outln!("{}", serde_json::to_string(&j)?);
     } else if json {
         eprintln!("bgfuzz: {}", reading.describe(file));
         outln!("{}", serde_json::to_string(&report::json(&r))?);
@@ -462,6 +613,12 @@ fn repro(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `repro --html FILE` and `--events`: what to draw besides the report.
+struct Picture {
+    html: Option<PathBuf>,
+    events: bool,
 }
 
 fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -651,7 +808,14 @@ fn search_variant(
         ),
         Some((_, m)) => {
             let path = out.join(script_name(&m));
-            bgfuzz::write_atomic(&path, &m.scenario.print())?;
+            if let Err(e) = bgfuzz::write_atomic(&path, &m.scenario.print()) {
+                // The witness is never lost to a failed write.
+                print!("{}", m.scenario.print());
+                return Err(e.context(format!(
+                    "keeping the {} witness found under {variant} (printed above)",
+                    m.kind
+                )));
+            }
             Some((m, path))
         }
     };
@@ -694,6 +858,7 @@ fn run_cmd(
     seed: u64,
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
+    check_out_dir(out)?;
     if let Some(v) = variant {
         let budget = if time.is_none() && cases.is_none() {
             Some(DEFAULT_CASES)
@@ -774,6 +939,16 @@ fn run_cmd(
     })
 }
 
+/// Creates `run --out` and checks that a file can be written there, before
+/// a search whose result would otherwise have nowhere to go.
+fn check_out_dir(out: &Path) -> anyhow::Result<()> {
+    let probe = out.join(format!(".bgfuzz-probe-{}", std::process::id()));
+    std::fs::create_dir_all(out)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| Invalid(format!("--out {}: cannot write there: {e}", out.display())).into())
+}
+
 /// The fixed engine's default budget in `bgfuzz run`.
 const DEFAULT_CASES: u64 = 200_000;
 /// A bug variant not found within this many cases is reported as missed.
@@ -851,7 +1026,7 @@ const OPERATIONS: [(&str, &str); 10] = [
     ),
 ];
 
-fn bench_cmd(json: bool, rounds: usize, seeds: usize) -> anyhow::Result<ExitCode> {
+fn bench_cmd(json: bool, rounds: usize, seeds: usize, cap_cases: u64) -> anyhow::Result<ExitCode> {
     const REPLAY: &str = "corpus/scripts/btrfs-078-like.scn";
     let replay = match std::fs::read(REPLAY).map(|b| Scenario::parse(&b)) {
         Ok(Ok(s)) => Some((REPLAY.to_string(), s)),
@@ -870,7 +1045,7 @@ fn bench_cmd(json: bool, rounds: usize, seeds: usize) -> anyhow::Result<ExitCode
         rounds,
         cases_per_round: 5_000,
         seeds,
-        cap_cases: BUG_CAP_CASES,
+        cap_cases,
         replay_script: replay,
     });
     if json {
@@ -941,7 +1116,10 @@ fn variants_cmd(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCode> {
+fn campaign_cmd(
+    kernel: Option<Duration>,
+    cfg: bgfuzz::campaign::CampaignConfig,
+) -> anyhow::Result<ExitCode> {
     let report = bgfuzz::campaign::campaign(&cfg)?;
     out!("{}", bgfuzz::campaign::markdown(&report));
     eprintln!(
@@ -949,9 +1127,273 @@ fn campaign_cmd(cfg: bgfuzz::campaign::CampaignConfig) -> anyhow::Result<ExitCod
         cfg.out.display(),
         cfg.out.display()
     );
-    Ok(if report.new_crashes > 0 {
-        ExitCode::from(1)
+    if let Some(time) = kernel {
+        let crashes: Vec<(String, String)> = report
+            .crashes
+            .iter()
+            .map(|c| (c.target.clone(), c.script.clone()))
+            .collect();
+        print!(
+            "{}",
+            bgfuzz::kernel::compare::campaign_on_kernel(&crashes, &cfg.out, time)?
+        );
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// The options of `bgfuzz kernel` (also taken by `repro --kernel`).
+#[derive(clap::Args, Clone)]
+struct KernelArgs {
+    /// How long the operations run, e.g. 10s, 2m.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    time: Duration,
+    /// Threads (default: one per script task; 4 for the built-in mix).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// A real device fault: `eio` fails the loop device's writes partway.
+    #[arg(long, value_parser = bgfuzz::kernel::Fault::parse)]
+    fault: Option<bgfuzz::kernel::Fault>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Keep the btrfs tracepoint stream as JSON lines.
+    #[arg(long)]
+    keep_trace: Option<PathBuf>,
+    /// Seed of the per-thread jitter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Mount options (default: space_cache=v1).
+    #[arg(long)]
+    mount_options: Option<String>,
+    /// Panic this long into the run (to check the cleanup).
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    panic_after: Option<Duration>,
+}
+
+impl KernelArgs {
+    fn options(&self, script: Option<PathBuf>) -> bgfuzz::kernel::KernelOptions {
+        bgfuzz::kernel::KernelOptions {
+            script,
+            time: self.time,
+            threads: self.threads,
+            fault: self.fault,
+            keep_trace: self.keep_trace.clone(),
+            seed: self.seed,
+            mount_options: self.mount_options.clone(),
+            progress: !self.json,
+            panic_after: self.panic_after,
+            ..Default::default()
+        }
+    }
+}
+
+fn kernel_cmd(script: Option<PathBuf>, args: &KernelArgs) -> anyhow::Result<ExitCode> {
+    let r = match bgfuzz::kernel::run(&args.options(script)) {
+        Ok(r) => r,
+        Err(e) => return Err(kernel_error(e)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        ExitCode::SUCCESS
+        print!("{}", bgfuzz::kernel::report::table(&r));
+    }
+    Ok(ExitCode::from(r.exit_code()))
+}
+
+/// Refusals and bad input exit 2 with their message; setup failures too.
+fn kernel_error(e: bgfuzz::kernel::KernelError) -> anyhow::Error {
+    Invalid(format!("kernel: {e}")).into()
+}
+
+/// `repro --kernel`: the model under every variant and the kernel.
+fn repro_kernel(file: &Path, time: Duration, json: bool) -> anyhow::Result<ExitCode> {
+    let opts = bgfuzz::kernel::KernelOptions {
+        script: Some(file.to_path_buf()),
+        time,
+        progress: !json,
+        ..Default::default()
+    };
+    let s = bgfuzz::kernel::compare::side_by_side(&opts).map_err(kernel_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", bgfuzz::kernel::compare::table(&s));
+    }
+    Ok(ExitCode::from(s.kernel.exit_code()))
+}
+
+fn explore_bounds(a: &ExploreArgs) -> Result<(Bounds, Limits), Invalid> {
+    use bgfuzz::explore::{parse_letter, Bounds, BoundsError, Limits};
+    let size = |flag: &str, s: &str| {
+        bgfuzz::scenario::parse_size(s, 0).map_err(|e| Invalid(format!("--{flag}: {}", e.message)))
+    };
+    let config = bgfuzz::engine::Config {
+        device_size: size("device", &a.device)?,
+        chunk_size: [
+            size("chunk-data", &a.chunk_data)?,
+            size("chunk-metadata", &a.chunk_metadata)?,
+            size("chunk-system", &a.chunk_system)?,
+        ],
+        mount: {
+            let mut m = bgfuzz::engine::MountOpts::default();
+            for name in &a.mount {
+                if !m.set(name.trim()) {
+                    return Err(Invalid(format!(
+                        "--mount: unknown option `{name}` (known: {})",
+                        bgfuzz::engine::MountOpts::NAMES.join(", ")
+                    )));
+                }
+            }
+            m
+        },
+    };
+    let invalid = |e: BoundsError| Invalid(e.to_string());
+    let ops = u8::try_from(a.ops)
+        .ok()
+        .filter(|&o| u64::from(o) <= bgfuzz::explore::MAX_OPS)
+        .ok_or_else(|| invalid(BoundsError::Ops(a.ops)))?;
+    let alphabet = match &a.alphabet {
+        None => Bounds::default_alphabet(&config),
+        Some(items) => items
+            .iter()
+            .map(|i| parse_letter(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?,
+    };
+    let bounds = Bounds {
+        variant: a.variant,
+        tasks: a.tasks,
+        ops,
+        alphabet,
+        config,
+        symmetry: !a.no_symmetry,
+    };
+    bgfuzz::explore::validate(&bounds).map_err(invalid)?;
+    let mut limits = Limits::default();
+    if let Some(b) = &a.budget {
+        if b.bytes().all(|c| c.is_ascii_digit()) {
+            let n: u64 = b
+                .parse()
+                .map_err(|_| Invalid(format!("--budget {b}: too large")))?;
+            if n == 0 {
+                return Err(Invalid(
+                    "--budget 0: a state budget must be at least 1".into(),
+                ));
+            }
+            limits.max_states = Some(n);
+        } else {
+            limits.max_time = Some(parse_duration(b).map_err(|e| {
+                Invalid(format!(
+                    "--budget: {e}; or a number of distinct states such as 1000000"
+                ))
+            })?);
+        }
+    }
+    limits.max_memory = match &a.max_memory {
+        Some(m) => Some(parse_mem(m).map_err(|e| Invalid(format!("--max-memory: {e}")))?),
+        None => bgfuzz::explore::mem_available().map(|m| m / 10 * 8),
+    };
+    bgfuzz::explore::validate_limits(&limits).map_err(invalid)?;
+    Ok((bounds, limits))
+}
+
+/// `--expect`: no violation (`none`) or a kind.
+#[derive(Clone, Copy)]
+struct Expected(Option<bgfuzz::oracles::ViolationKind>);
+
+fn parse_expect(s: &str) -> Result<Expected, String> {
+    use bgfuzz::oracles::ViolationKind;
+    if s == "none" {
+        return Ok(Expected(None));
+    }
+    ViolationKind::parse(s)
+        .map(|k| Expected(Some(k)))
+        .ok_or_else(|| {
+            format!(
+                "unknown verdict `{s}` (known: none, {})",
+                ViolationKind::ALL.map(|k| k.name()).join(", ")
+            )
+        })
+}
+
+/// Bytes with an optional K, M or G suffix.
+fn parse_mem(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K') => (&s[..s.len() - 1], 10),
+        Some(b'M') => (&s[..s.len() - 1], 20),
+        Some(b'G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("bad size `{s}`: e.g. 512M, 4G"))
+}
+
+fn explore_cmd(a: ExploreArgs) -> anyhow::Result<ExitCode> {
+    use bgfuzz::explore::{counterexample_text, explore, json, summary, Verdict};
+    let (bounds, limits) = explore_bounds(&a)?;
+    let pb = progress(format!("explore {}", bounds.variant));
+    if a.json {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let x = explore(&bounds, limits, |s| {
+        pb.set_message(format!(
+            "{} states, {:.0} states/s, depth {}, queue {}",
+            s.states,
+            s.states as f64 / s.seconds.max(1e-9),
+            s.depth,
+            s.queue
+        ));
+        pb.tick();
+    })
+    .map_err(|e| Invalid(e.to_string()))?;
+    pb.finish_and_clear();
+    let mut path = None;
+    if let Verdict::Violation(c) = &x.verdict {
+        let text = c.scenario.print();
+        let digest = Sha256::digest(text.as_bytes());
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let p = a.out.join(format!("explore-{}-{hex}.scn", c.kind));
+        bgfuzz::write_atomic(&p, &text)?;
+        path = Some(p);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json(&x))?);
+    } else {
+        if let Verdict::Violation(c) = &x.verdict {
+            println!("{}", counterexample_text(c, bounds.variant));
+        }
+        print!("{}", summary(&x));
+        if let Some(p) = &path {
+            println!("reproduce: bgfuzz repro {}", p.display());
+        }
+    }
+    if let Some(Expected(want)) = a.expect {
+        let got = match &x.verdict {
+            Verdict::Clean => Some(None),
+            Verdict::Violation(c) => Some(Some(c.kind)),
+            Verdict::Incomplete { .. } => None,
+        };
+        let ok = got == Some(want);
+        if !a.json {
+            println!(
+                "{}: expected {}",
+                if ok { "as expected" } else { "UNEXPECTED" },
+                want.map_or("none", |k| k.name())
+            );
+        }
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    Ok(match x.verdict {
+        Verdict::Clean => ExitCode::SUCCESS,
+        Verdict::Violation(_) => ExitCode::from(1),
+        Verdict::Incomplete { .. } => ExitCode::from(3),
     })
 }

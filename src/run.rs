@@ -75,7 +75,7 @@ pub enum RunError {
     Failpoints(String),
 }
 
-struct Runner {
+struct Runner<'o> {
     engine: Engine,
     oracles: Oracles,
     mode: Mode,
@@ -88,7 +88,12 @@ struct Runner {
     /// Per task, the line of its last `start` or `join`.
     started: [usize; MAX_TASKS],
     violation: Option<Violation>,
+    observer: Observer<'o>,
 }
+
+/// Sees the engine before the first step (`None`) and after each step:
+/// how [`crate::snapshot`] records the state a picture shows.
+pub type Observer<'o> = &'o mut dyn FnMut(&Engine, Option<&RanStep>);
 
 /// Runs a scenario under a variant.
 pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, RunError> {
@@ -104,6 +109,18 @@ pub fn run_patched(
     variant: Variant,
     patches: Patches,
     mode: Mode,
+) -> Result<Run, RunError> {
+    run_observed(scenario, variant, patches, mode, &mut |_, _| {})
+}
+
+/// [`run_patched`], calling `observer` before the first step and after
+/// each step.
+pub fn run_observed(
+    scenario: &Scenario,
+    variant: Variant,
+    patches: Patches,
+    mode: Mode,
+    observer: Observer<'_>,
 ) -> Result<Run, RunError> {
     let armed = scenario.fails.iter().any(|p| p.injects());
     if armed && !bgfuzz_failpoints::ENABLED {
@@ -126,7 +143,9 @@ pub fn run_patched(
         last: [None; MAX_TASKS],
         started: [0; MAX_TASKS],
         violation: None,
+        observer,
     };
+    (r.observer)(&r.engine, None);
     r.run_steps(&scenario.steps)?;
     if r.violation.is_none() {
         r.drain();
@@ -156,7 +175,7 @@ pub fn run_patched(
     })
 }
 
-impl Runner {
+impl Runner<'_> {
     fn script_error<T>(&self, line: usize, message: String) -> Result<T, RunError> {
         Err(RunError::Script { line, message })
     }
@@ -168,6 +187,17 @@ impl Runner {
             }
             let t = step.task;
             match step.action {
+                // Loose: free-space endio workers are kernel threads of
+                // their own, so an `endio` runs on the lowest idle task
+                // that holds no handle, whichever task the input named.
+                Action::Begin(Op::Endio) if self.mode == Mode::Loose => {
+                    let worker = (0..MAX_TASKS).find(|&u| {
+                        self.engine.status(u) == Status::Idle && self.engine.handle(u).is_none()
+                    });
+                    if let Some(u) = worker.filter(|_| self.engine.io_to_complete()) {
+                        self.take_step(u, Action::Begin(Op::Endio), false, step.line)?;
+                    }
+                }
                 Action::Begin(op) => {
                     // Implicit completion of the operation in progress.
                     while self.violation.is_none() && self.engine.status(t) != Status::Idle {
@@ -377,6 +407,7 @@ impl Runner {
             events,
             drain,
         });
+        (self.observer)(&self.engine, self.steps.last());
         if let Some(finding) = finding {
             self.violation = Some(Violation {
                 finding,
@@ -391,7 +422,24 @@ impl Runner {
     /// none, and a free-space cache IO is in flight, the lowest idle task
     /// without a handle runs its endio worker (`endio`).
     fn drain(&mut self) {
+        let mut taken = 0u64;
         while self.violation.is_none() {
+            taken += 1;
+            if taken > MAX_DRAIN_STEPS {
+                // No kernel path loops this long in the model's sizes: a
+                // livelock is a liveness failure, like a deadlock.
+                self.violation = Some(Violation {
+                    finding: crate::oracles::Finding {
+                        kind: crate::oracles::ViolationKind::Deadlock,
+                        message: format!(
+                            "livelock: the drain took {MAX_DRAIN_STEPS} steps and the tasks have not finished"
+                        ),
+                        abort: None,
+                    },
+                    step: self.steps.len().saturating_sub(1),
+                });
+                break;
+            }
             let idle = |t: TaskId| self.engine.status(t) == Status::Idle;
             let runnable = (0..MAX_TASKS).find(|&t| self.engine.status(t) == Status::Runnable);
             let r = if let Some(t) = runnable {
@@ -411,6 +459,11 @@ impl Runner {
         }
     }
 }
+
+/// The drain's bound: far beyond any run that ends (a generated case takes
+/// at most a few hundred steps), small enough that a livelock is reported
+/// in well under a second.
+const MAX_DRAIN_STEPS: u64 = 100_000;
 
 /// Operations that return EINVAL without a handle.
 fn needs_handle(op: Op) -> bool {

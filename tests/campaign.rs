@@ -27,7 +27,11 @@ fn corpus_copy(dir: &Path) -> PathBuf {
     dst
 }
 
+/// A campaign into `dir/out` from `dir/corpus`, with its own TMPDIR
+/// (`dir/tmp`), where libFuzzer's fork mode keeps its work directories.
 fn campaign(dir: &Path, variant: &str, time: &str) -> Command {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_bgfuzz"));
     c.current_dir(root())
         .args(["campaign", "--targets", "scenario", "--time", time, "--out"])
@@ -35,8 +39,34 @@ fn campaign(dir: &Path, variant: &str, time: &str) -> Command {
         .arg("--corpus")
         .arg(dir.join("corpus"))
         .env("BGFUZZ_VARIANT", variant)
+        .env("TMPDIR", tmp)
         .stdin(Stdio::null());
     c
+}
+
+/// libFuzzer's temp entries in `dir/tmp`.
+fn libfuzzer_temps(dir: &Path) -> BTreeSet<PathBuf> {
+    files(&dir.join("tmp"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libFuzzerTemp."))
+        })
+        .collect()
+}
+
+/// Every file under `dir` and its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for p in files(dir) {
+        if p.is_dir() {
+            out.extend(snapshot(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
 }
 
 fn files(dir: &Path) -> BTreeSet<PathBuf> {
@@ -49,6 +79,11 @@ fn report(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("out/report.json")).unwrap()).unwrap()
 }
 
+/// The bug variant: one new crash that is the engine's own (the race), and
+/// at most one more that needs an injected fault (an `ENOENT` from
+/// `extent_tree_lookup`, which only `fixed` forgives), each said so. The
+/// fixed variant: no crash, and a working corpus under `--out` that grows
+/// while the seeds stay as they are.
 #[test]
 #[ignore = "needs cargo-fuzz; run by .ci/run"]
 fn the_bug_variant_is_one_new_crash_and_fixed_grows_the_corpus() {
@@ -64,15 +99,33 @@ fn the_bug_variant_is_one_new_crash_and_fixed_grows_the_corpus() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r = report(dir.path());
-    assert_eq!(r["new_crashes"], 1, "{r:#}");
-    let crash = &r["crashes"][0];
-    assert_eq!(crash["kind"], "abort-enoent-outside-critical");
-    assert!(crash["script"].as_str().unwrap().contains("commit"));
+    let crashes = r["crashes"].as_array().unwrap();
+    let own: Vec<_> = crashes
+        .iter()
+        .filter(|c| c["status"] == "new" && c["needs_fault"] == false)
+        .collect();
+    assert_eq!(own.len(), 1, "{r:#}");
+    assert_eq!(own[0]["kind"], "abort-enoent-outside-critical");
+    assert!(own[0]["script"].as_str().unwrap().contains("commit"));
+    assert!(!own[0]["script"].as_str().unwrap().contains("\nfail "));
+    let faulty = crashes
+        .iter()
+        .filter(|c| c["status"] == "new" && c["needs_fault"] == true)
+        .count();
+    assert!(faulty <= 1, "{r:#}");
+    assert_eq!(r["new_crashes"], 1 + faulty, "{r:#}");
     let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
-    assert!(md.contains("New crashes: **1**"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "New crashes: **{}** (1 the engine's own, {faulty} needing an injected fault)",
+            1 + faulty
+        )),
+        "{md}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    corpus_copy(dir.path());
+    let seeds = corpus_copy(dir.path());
+    let before = snapshot(&seeds);
     let out = campaign(dir.path(), "fixed", "10s").output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -88,6 +141,11 @@ fn the_bug_variant_is_one_new_crash_and_fixed_grows_the_corpus() {
         "{t:#}"
     );
     assert!(t["executions"].as_u64().unwrap() > 1000);
+    assert_eq!(
+        files(&dir.path().join("out/scenario/corpus")).len() as u64,
+        t["corpus_after"].as_u64().unwrap()
+    );
+    assert!(snapshot(&seeds) == before, "the seeds changed");
 }
 
 /// Kills a campaign's whole process group (bgfuzz, cargo fuzz, libFuzzer
@@ -105,6 +163,7 @@ fn interrupted_then_resumed(signal: &str) {
         .spawn()
         .unwrap();
     let new = dir.path().join("out/scenario/new");
+    let work = dir.path().join("out/scenario/corpus");
     let arts = dir.path().join("out/scenario/artifacts");
     let started = Instant::now();
     while files(&new).len() < 5 || files(&arts).is_empty() {
@@ -124,13 +183,32 @@ fn interrupted_then_resumed(signal: &str) {
     let _ = child.wait();
     // Let the group's processes finish dying before counting.
     std::thread::sleep(Duration::from_secs(1));
-    let before: Vec<BTreeSet<PathBuf>> = [corpus.join("scenario"), new.clone(), arts.clone()]
-        .iter()
-        .map(|d| files(d))
-        .collect();
+    let dirs = [corpus.join("scenario"), work, new, arts.clone()];
+    let before: Vec<BTreeSet<PathBuf>> = dirs.iter().map(|d| files(d)).collect();
     assert!(
         !dir.path().join("out/report.json").exists(),
         "killed before the report"
+    );
+
+    // What the killed run's libFuzzer left in the temp dir; the next
+    // campaign removes it.
+    let left = libfuzzer_temps(dir.path());
+    // A libFuzzer still finishing its SIGINT handling is a live run whose
+    // temp dir must stay: wait for every one to be gone (or a zombie).
+    let started = Instant::now();
+    while left.iter().any(|p| {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        bgfuzz::campaign::libfuzzer_temp_pid(name).is_some_and(bgfuzz::campaign::alive)
+    }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the killed libFuzzer lives on: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "after SIG{signal}: {} libFuzzer temp entries left",
+        left.len()
     );
 
     let out = campaign(dir.path(), "bug-ff1f8250", "3s").output().unwrap();
@@ -140,10 +218,14 @@ fn interrupted_then_resumed(signal: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for (d, had) in [corpus.join("scenario"), new, arts.clone()]
-        .iter()
-        .zip(&before)
-    {
+    let now = libfuzzer_temps(dir.path());
+    let still: Vec<_> = left.intersection(&now).collect();
+    assert!(still.is_empty(), "left behind: {still:?}");
+    assert_eq!(
+        report(dir.path())["stale_temp_dirs_removed"].as_u64(),
+        Some(left.len() as u64)
+    );
+    for (d, had) in dirs.iter().zip(&before) {
         let now = files(d);
         let lost: Vec<_> = had.difference(&now).collect();
         assert!(lost.is_empty(), "{}: lost {lost:?}", d.display());
@@ -164,7 +246,7 @@ fn interrupted_then_resumed(signal: &str) {
         .collect();
     // Shown relative to the campaign's working directory when under it.
     let cwd = root().canonicalize().unwrap();
-    for a in &before[2] {
+    for a in &before[3] {
         let a = a.canonicalize().unwrap();
         let shown = a.strip_prefix(&cwd).unwrap_or(&a).display().to_string();
         assert!(triaged.contains(&shown), "{shown} not triaged");

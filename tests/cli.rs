@@ -49,11 +49,8 @@ fn path_str(p: &Path) -> &str {
 }
 
 fn corpus_scripts() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("corpus/scripts"))
-        .expect("corpus/scripts")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "scn"))
-        .collect();
+    let mut v = bgfuzz::check::collect_scripts(&[manifest_dir().join("corpus/scripts")])
+        .expect("corpus/scripts");
     v.sort();
     assert!(!v.is_empty(), "no corpus scripts");
     v

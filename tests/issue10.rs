@@ -504,8 +504,8 @@ fn item16_report_layout() {
     // Every timeline row has its column bars where the header has them,
     // over the corpus and a generated sample, under every variant.
     let mut runs = Vec::new();
-    for e in std::fs::read_dir(manifest_dir().join("corpus/scripts")).unwrap() {
-        let scn = bgfuzz::scenario::Scenario::parse(&std::fs::read(e.unwrap().path()).unwrap());
+    for p in bgfuzz::check::collect_scripts(&[manifest_dir().join("corpus/scripts")]).unwrap() {
+        let scn = bgfuzz::scenario::Scenario::parse(&std::fs::read(p).unwrap());
         runs.push(scn.unwrap());
     }
     let mut buf = Vec::new();
@@ -543,10 +543,18 @@ fn item16_bench_arguments() {
     }
     // Outside the repository the replay figure is dropped, and said so.
     let dir = tempfile::tempdir().unwrap();
-    let o = cmd(&["bench", "--rounds", "1", "--seeds", "1"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let o = cmd(&[
+        "bench",
+        "--rounds",
+        "1",
+        "--seeds",
+        "1",
+        "--cap-cases",
+        "200",
+    ])
+    .current_dir(dir.path())
+    .output()
+    .unwrap();
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert!(err(&o).contains("no replay figure"), "{}", err(&o));
 }

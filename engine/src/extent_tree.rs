@@ -10,11 +10,12 @@
 //! (`btrfs_get_block_group` / `btrfs_put_block_group`).
 //!
 //! Modelled: the `new_bgs`, `dirty_bgs` and `unused_bgs` lists and the refs
-//! each holds, `used` / `reserved` per bg and space_info, the bg and extent
-//! items. Left out: the free-space cache and its inode (`cache_save_setup`,
-//! `btrfs_write_out_cache`, `io_bgs`), space reservations and flushing,
-//! pinned extents, `set_block_group_ro`'s space checks, caching threads;
-//! free space is an in-memory first-fit map. See docs/model.md.
+//! each holds, `used` / `reserved` / `bytes_readonly` per bg and
+//! space_info, the bg and extent items, `check_system_chunk`, and
+//! `set_block_group_ro`'s space check in the cleaner. The free-space cache
+//! calls of both writeouts are in free_space_cache.rs. Left out: space
+//! reservations and flushing, pinned extents, caching threads; free space
+//! is an in-memory first-fit map. See docs/model.md.
 //!
 //! Failpoint sites here: `bg_create` (`do_chunk_alloc` fails),
 //! `bg_insert_item` (phase 2's `btrfs_insert_item` fails),

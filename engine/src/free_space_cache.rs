@@ -14,8 +14,10 @@
 //! Modelled: the 100 MiB floor of `cache_save_setup` (smaller bgs get no
 //! cache), no cache setup on an aborted handle, `io_bgs` and its ref, the IO
 //! in flight until a worker completes it, the worker as the `endio`
-//! operation: join NOLOCK | allocate one metadata node (16K) | end (phase 2
-//! for what it created) and complete the IO. Left out: the cache inode
+//! operation: join NOLOCK | allocate one metadata node (16K), the first time
+//! this bg's cache inode is updated in the transaction (tree blocks are
+//! COWed once per transaction) | end (phase 2 for what it created) and
+//! complete the IO. Left out: the cache inode
 //! itself (its creation, truncation and data preallocation, which allocate
 //! too), the cache's contents, `BTRFS_DC_*` states beyond "setup or not",
 //! IO errors, and the reservation that makes the worker's allocation
@@ -125,7 +127,15 @@ impl Engine {
                         self.complete_cache_io(task, e.bg);
                         return Stepped::Finished(Err(err));
                     }
-                    Ok(Ok(_)) => {
+                    Ok(Ok(transid)) => {
+                        // The inode's leaf is COWed once per transaction;
+                        // a second update is in place (`should_cow_block`).
+                        let cowed = &mut self.trans_mut(transid).cache_inodes_cowed;
+                        if cowed.contains(&e.bg) {
+                            e.stage = EndioStage::End { started: false };
+                            return Stepped::Yielded(Pc::Endio(e));
+                        }
+                        cowed.push(e.bg);
                         let ext = ExtentId(self.extents.len() as u32 + 1);
                         self.extents.push(Extent {
                             id: ext,

@@ -19,6 +19,7 @@
 
 mod disk_io;
 mod extent_tree;
+mod fingerprint;
 mod free_space_cache;
 mod patches;
 mod state;
@@ -26,6 +27,7 @@ mod transaction;
 mod types;
 mod volumes;
 
+pub use fingerprint::FpHasher;
 pub use patches::*;
 pub use types::*;
 

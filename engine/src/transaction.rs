@@ -151,6 +151,7 @@ impl Engine {
                     committer: None,
                     in_critical: false,
                     writeout: VecDeque::new(),
+                    cache_inodes_cowed: Vec::new(),
                 });
                 self.running = Some(transid);
                 self.events.push(Event::TransStarted { transid });
@@ -304,8 +305,12 @@ impl Engine {
                     // handle, so an error above is forgotten and v4.1 goes
                     // on to the second pass and returns 0.
                     self.run_delayed_refs(task, transid);
-                    if pass == 0 && !self.trans(transid).dirty_bgs.is_empty() {
+                    if pass == 0 {
                         self.splice_dirty_to_writeout(transid);
+                    }
+                    // `if (!list_empty(&dirty)) goto again;`: the local list
+                    // after the splice, which holds what an error left too.
+                    if pass == 0 && !self.trans(transid).writeout.is_empty() {
                         // `again:` creates own pending bgs before each pass.
                         self.create_pending_block_groups(task, STACK_START_DIRTY);
                         return keep(CommitPc::WriteOut { pass: 1 });

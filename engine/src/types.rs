@@ -233,7 +233,7 @@ pub enum BgList {
 }
 
 /// `struct btrfs_block_group_cache`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlockGroup {
     pub id: BgId,
     pub kind: Kind,
@@ -377,7 +377,7 @@ pub struct DelayedRef {
 }
 
 /// `struct btrfs_transaction`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Transaction {
     pub transid: u64,
     pub state: TransState,
@@ -398,10 +398,14 @@ pub struct Transaction {
     pub in_critical: bool,
     /// `btrfs_start_dirty_block_groups`' local list.
     pub writeout: VecDeque<BgId>,
+    /// Bgs whose cache inode an endio worker already updated in this
+    /// transaction: its tree block is COWed once per transaction, later
+    /// updates are in place and allocate nothing (`should_cow_block`).
+    pub cache_inodes_cowed: Vec<BgId>,
 }
 
 /// `struct btrfs_trans_handle`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Handle {
     pub transid: u64,
     pub ty: TransType,
@@ -424,7 +428,7 @@ pub struct CacheIo {
 }
 
 /// `fs_info->space_info` of one kind.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SpaceInfo {
     pub total_bytes: u64,
     pub bytes_used: u64,
@@ -436,7 +440,7 @@ pub struct SpaceInfo {
 }
 
 /// What the last completed commit wrote.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Committed {
     /// Transid whose roots were switched last.
     pub roots_transid: u64,

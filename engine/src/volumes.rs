@@ -7,8 +7,10 @@
 //! first-fit device hole search past the first 1 MiB, logical chunk starts
 //! past the highest chunk's end, a chunk item per chunk. Left out: RAID
 //! profiles and several devices, the system chunk array in the superblock,
-//! `check_system_chunk`, the dev extent items (the map stands for them), and
-//! device replace. No failpoint sites (a chunk allocation's failure is the
+//! the dev extent items (the map stands for them), the commit root that
+//! `find_free_dev_extent` searches (a removed chunk's hole is free at once
+//! here), the 10%-of-device cap (the configured chunk size stands for the
+//! computed one), and device replace. No failpoint sites (a chunk allocation's failure is the
 //! `bg_create` site in extent_tree.rs). See docs/model.md.
 
 use crate::{BgId, ChunkItem, Engine, Kind, TaskId, SZ_1M};
