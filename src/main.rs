@@ -810,7 +810,7 @@ fn search_variant(
             let path = out.join(script_name(&m));
             if let Err(e) = bgfuzz::write_atomic(&path, &m.scenario.print()) {
                 // The witness is never lost to a failed write.
-                print!("{}", m.scenario.print());
+                out!("{}", m.scenario.print());
                 return Err(e.context(format!(
                     "keeping the {} witness found under {variant} (printed above)",
                     m.kind
@@ -1133,7 +1133,7 @@ fn campaign_cmd(
             .iter()
             .map(|c| (c.target.clone(), c.script.clone()))
             .collect();
-        print!(
+        out!(
             "{}",
             bgfuzz::kernel::compare::campaign_on_kernel(&crashes, &cfg.out, time)?
         );
@@ -1193,9 +1193,9 @@ fn kernel_cmd(script: Option<PathBuf>, args: &KernelArgs) -> anyhow::Result<Exit
         Err(e) => return Err(kernel_error(e)),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", bgfuzz::kernel::report::table(&r));
+        out!("{}", bgfuzz::kernel::report::table(&r));
     }
     Ok(ExitCode::from(r.exit_code()))
 }
@@ -1215,9 +1215,9 @@ fn repro_kernel(file: &Path, time: Duration, json: bool) -> anyhow::Result<ExitC
     };
     let s = bgfuzz::kernel::compare::side_by_side(&opts).map_err(kernel_error)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        print!("{}", bgfuzz::kernel::compare::table(&s));
+        out!("{}", bgfuzz::kernel::compare::table(&s));
     }
     Ok(ExitCode::from(s.kernel.exit_code()))
 }
@@ -1361,14 +1361,14 @@ fn explore_cmd(a: ExploreArgs) -> anyhow::Result<ExitCode> {
         path = Some(p);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json(&x))?);
+        outln!("{}", serde_json::to_string_pretty(&json(&x))?);
     } else {
         if let Verdict::Violation(c) = &x.verdict {
-            println!("{}", counterexample_text(c, bounds.variant));
+            outln!("{}", counterexample_text(c, bounds.variant));
         }
-        print!("{}", summary(&x));
+        out!("{}", summary(&x));
         if let Some(p) = &path {
-            println!("reproduce: bgfuzz repro {}", p.display());
+            outln!("reproduce: bgfuzz repro {}", p.display());
         }
     }
     if let Some(Expected(want)) = a.expect {
@@ -1379,7 +1379,7 @@ fn explore_cmd(a: ExploreArgs) -> anyhow::Result<ExitCode> {
         };
         let ok = got == Some(want);
         if !a.json {
-            println!(
+            outln!(
                 "{}: expected {}",
                 if ok { "as expected" } else { "UNEXPECTED" },
                 want.map_or("none", |k| k.name())
