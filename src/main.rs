@@ -28,8 +28,9 @@ use sha2::{Digest, Sha256};
     about = "Fuzz the btrfs v4.1 transaction/block-group model for the ff1f8250 race and its kin",
     after_help = "`bgfuzz list` prints the variants, script operations, failpoint sites and \
 violation kinds. Script format: docs/scripts.md.\n\n\
-Exit codes: 0 nothing found (or all met), 1 a violation or an unmet expectation \
-(`bgfuzz COMMAND --help` says which for each), 2 invalid input or usage."
+Exit codes: 0 nothing found (or all met), 1 a violation or an unmet expectation, \
+2 invalid input or usage, and for explore 3 when a budget stopped it first; \
+`bgfuzz COMMAND --help` says which for each."
 )]
 struct Cli {
     #[command(subcommand)]
