@@ -724,6 +724,13 @@ fn minimize_cmd(
     if m.exhausted {
         eprintln!("the budget ran out: a larger --budget may shrink it further");
     }
+    if !bgfuzz::engine::Patches::FIXES
+        .minus(m.run.patches)
+        .is_empty()
+    {
+        let fixes = bgfuzz::attribution::attribute_run(&m.run);
+        eprintln!("{}", bgfuzz::attribution::line(&m.run, &fixes));
+    }
     if let Some(out) = out {
         // Checked again: the file may have appeared while minimizing.
         bgfuzz::check_output(out, force)?;
