@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use bgfuzz_engine::{task_name, AbortInfo, Errno, MAX_TASKS};
+use bgfuzz_engine::{task_name, AbortInfo, Errno, Patches, MAX_TASKS};
 use serde::Serialize;
 
 use crate::run::{RanStep, Run};
@@ -179,7 +179,13 @@ pub fn full(run: &Run) -> String {
     out.push_str(&timeline(run));
     out.push('\n');
     match violation_report(run) {
-        Some(v) => out.push_str(&v),
+        Some(v) => {
+            out.push_str(&v);
+            if !Patches::FIXES.minus(run.patches).is_empty() {
+                let fixes = crate::attribution::attribute_run(run);
+                let _ = writeln!(out, "\n{}", crate::attribution::line(run, &fixes));
+            }
+        }
         None => {
             let _ = writeln!(out, "no violation ({} steps)", run.steps.len());
         }
@@ -193,6 +199,8 @@ pub struct JsonViolation {
     /// 1-based step number; `steps + 1` for a violation found at the end.
     pub step: usize,
     pub message: String,
+    /// The missing fixes that, each applied alone, remove it.
+    pub removed_by: Vec<crate::attribution::Fix>,
 }
 
 #[derive(Serialize)]
@@ -210,6 +218,7 @@ pub fn json(run: &Run) -> JsonRun {
             kind: v.finding.kind.name().to_string(),
             step: v.step + 1,
             message: v.finding.message.clone(),
+            removed_by: crate::attribution::fixes(&crate::attribution::attribute_run(run)),
         }),
     }
 }

@@ -305,6 +305,18 @@ const INVALID: &[(&str, &[u8], usize, &str)] = &[
         "unknown line",
     ),
     (
+        "unknown mount option",
+        b"mount space_cache bogus\nA: start\n",
+        1,
+        "unknown mount option `bogus` (known: space_cache)",
+    ),
+    (
+        "mount without options",
+        b"\nmount\nA: start\n",
+        2,
+        "`mount` needs options (known: space_cache)",
+    ),
+    (
         "bad size (not 4K)",
         b"A: start\nA: alloc data 5K\n",
         2,
