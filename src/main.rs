@@ -1039,7 +1039,7 @@ fn hunt_cmd(
         let hex: String = digest.iter().take(6).map(|x| format!("{x:02x}")).collect();
         let path = out.join(format!("{kind}-{hex}.scn"));
         if let Err(e) = bgfuzz::write_atomic(&path, &text) {
-            print!("{text}");
+            out!("{text}");
             return Err(e.context(format!("keeping the {kind} witness (printed above)")));
         }
         outln!(

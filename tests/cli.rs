@@ -138,7 +138,7 @@ fn repro_json_bug_variant() {
     // script's steps) writes X out before A's phase 2.
     assert_eq!(steps, 10, "{v}");
     let viol = &v["violation"];
-    assert_eq!(object_keys(viol), ["kind", "message", "step"]);
+    assert_eq!(object_keys(viol), ["kind", "message", "removed_by", "step"]);
     assert_eq!(viol["kind"], "abort-enoent-outside-critical");
     let step = viol["step"].as_u64().expect("violation.step is a number");
     assert!(step >= 1 && step <= steps + 1, "{v}");
