@@ -146,6 +146,22 @@ impl Bounds {
             .map(|i| parse_letter(i).expect("a valid letter"))
             .collect();
         }
+        if variant.bug_patch() == Some(bgfuzz_engine::F675DFE1223A6) {
+            // The stale item needs a new bg's extents freed (and their
+            // refs run) between phase 2 and the commit.
+            b.alphabet = [
+                "start",
+                "alloc data 16M",
+                "alloc data 4K",
+                "run_delayed_refs",
+                "free",
+                "end",
+                "commit",
+            ]
+            .iter()
+            .map(|i| parse_letter(i).expect("a valid letter"))
+            .collect();
+        }
         b
     }
 

@@ -271,6 +271,10 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
                 parts.push(format!("{}: cache IO started, onto io_bgs", bg(*id)))
             }
             Event::CacheIoDone { bg: id } => parts.push(format!("{}: cache IO done", bg(*id))),
+            Event::BgWriteSkipped { bg: id } => parts.push(format!(
+                "{}: used == commit_used, item update skipped",
+                bg(*id)
+            )),
             Event::BgKeptForSpace { bg: id } => parts.push(format!(
                 "{}: set_block_group_ro refused (min_allocable_bytes), kept",
                 bg(*id)

@@ -329,6 +329,7 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         start,
         len,
         used,
+        commit_used,
         reserved,
         ro,
         removed,
@@ -363,7 +364,7 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
     for w in [flags, *start, *len, *used, *reserved, *refs as u64] {
         h.write_u64(w);
     }
-    for w in [dirty, *created_transid, *dev_offset] {
+    for w in [dirty, *created_transid, *dev_offset, *commit_used] {
         h.write_u64(w);
     }
     hash_free_map(free_space, h);

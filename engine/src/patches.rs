@@ -69,6 +69,18 @@ pub const C79A175175D5: PatchId = PatchId(2);
 /// instead of leaking.
 pub const ACAEEDB193A5: PatchId = PatchId(3);
 
+/// 7248e0cebbef ("btrfs: skip update of block group item if used bytes are
+/// the same", v6.2), a feature: `update_block_group_item` (v4.1's
+/// `write_one_cache_group`) returns early when `used == commit_used`, and
+/// sets `commit_used` before the lookup (restoring it on an error).
+pub const F7248E0CEBBE: PatchId = PatchId(4);
+
+/// 675dfe1223a6 ("btrfs: fix block group item corruption after inserting
+/// new block group", v6.3): phase 2's item insertion sets `commit_used`.
+/// Without it, a new bg inserted with `used` X keeps `commit_used` 0, and
+/// freeing everything in it before the commit skips the item's update.
+pub const F675DFE1223A6: PatchId = PatchId(5);
+
 /// Every modelled patch, indexed by [`PatchId`].
 pub const PATCHES: &[Patch] = &[
     Patch {
@@ -101,6 +113,22 @@ pub const PATCHES: &[Patch] = &[
         kernel: "v5.11",
         kind: PatchKind::Fix,
         expected: Some("bg-refcount"),
+        file: "fs/btrfs/block-group.c",
+    },
+    Patch {
+        id: "7248e0cebbef",
+        title: "btrfs: skip update of block group item if used bytes are the same",
+        kernel: "v6.2",
+        kind: PatchKind::Feature,
+        expected: None,
+        file: "fs/btrfs/block-group.c",
+    },
+    Patch {
+        id: "675dfe1223a6",
+        title: "btrfs: fix block group item corruption after inserting new block group",
+        kernel: "v6.3",
+        kind: PatchKind::Fix,
+        expected: Some("bg-item-missing-at-commit"),
         file: "fs/btrfs/block-group.c",
     },
 ];
@@ -154,6 +182,18 @@ impl Patches {
         self.0 == 0
     }
     /// The patches in the set, in table order.
+    /// Every patch in the table: every fix, and the features later fixes
+    /// build on (the `fixed` variant).
+    pub const FIXED: Patches = {
+        let mut set = Patches::NONE;
+        let mut i = 0;
+        while i < PATCHES.len() {
+            set = set.with(PatchId(i as u8));
+            i += 1;
+        }
+        set
+    };
+
     pub fn iter(self) -> impl Iterator<Item = PatchId> {
         (0..PATCHES.len() as u8)
             .map(PatchId)

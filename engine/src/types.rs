@@ -243,6 +243,9 @@ pub struct BlockGroup {
     pub len: u64,
     /// The in-memory `item.used`.
     pub used: u64,
+    /// `commit_used` (7248e0cebbef, v6.2): the `used` last written to the
+    /// item. 0 for a new bg, as a zeroed allocation leaves it.
+    pub commit_used: u64,
     pub reserved: u64,
     pub ro: bool,
     pub removed: bool,
@@ -638,6 +641,10 @@ pub enum Event {
     },
     /// The fix: `-ENOENT` forgiven, bg re-queued for the critical section.
     BgRequeued {
+        bg: BgId,
+    },
+    /// 7248e0cebbef: `used == commit_used`, the item's update skipped.
+    BgWriteSkipped {
         bg: BgId,
     },
     BgRemoved {
