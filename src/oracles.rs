@@ -354,9 +354,30 @@ fn check_list_membership(engine: &Engine) -> Option<Finding> {
         unused[id.0 as usize] += 1;
     }
     let mut io = vec![0usize; engine.block_groups().len()];
+    let mut deleted: Vec<Vec<u64>> = vec![Vec::new(); engine.block_groups().len()];
     for tr in engine.transactions() {
         for id in &tr.io_bgs {
             io[id.0 as usize] += 1;
+        }
+        for id in &tr.deleted_bgs {
+            deleted[id.0 as usize].push(tr.transid);
+        }
+    }
+    for (i, bg) in engine.block_groups().iter().enumerate() {
+        let want: Vec<u64> = match bg.bg_list {
+            BgList::DeletedBgs(t) => vec![t],
+            _ => Vec::new(),
+        };
+        if deleted[i] != want {
+            return finding(
+                ViolationKind::BgRefcount,
+                format!(
+                    "{}: bg_list says {:?} but it is on deleted_bgs of {:?}",
+                    bg.name(),
+                    bg.bg_list,
+                    deleted[i]
+                ),
+            );
         }
     }
     for (i, bg) in engine.block_groups().iter().enumerate() {

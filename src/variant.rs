@@ -10,7 +10,8 @@
 use std::fmt;
 
 use crate::engine::{
-    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, F675DFE1223A6, FF1F8250,
+    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, F675DFE1223A6, F7785A663C4BE,
+    FF1F8250,
 };
 
 /// One row of the variant table.
@@ -52,6 +53,11 @@ const VARIANTS: &[VariantDef] = &[
         name: "bug-675dfe12",
         description: "fixed without 675dfe1223a6: a new bg's item is inserted with used X but commit_used 0; freeing it all before the commit skips the item's update (7248e0cebbef), and the committed item keeps a stale used",
         patches: Patches::FIXED.without(F675DFE1223A6),
+    },
+    VariantDef {
+        name: "bug-7785a663",
+        description: "fixed without 7785a663c4be: under mount discard, bgs the cleaner removed wait on deleted_bgs (e33e17ee1098) with a ref that only btrfs_finish_extent_commit drops; an aborted commit leaks it",
+        patches: Patches::FIXED.without(F7785A663C4BE),
     },
     VariantDef {
         name: "bug-acaeedb1",

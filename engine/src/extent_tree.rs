@@ -29,8 +29,8 @@ use std::collections::BTreeMap;
 use crate::{
     BgId, BgList, BlockGroup, DelayedRef, DirtyList, Done, Engine, Errno, Error, Event, ExtentId,
     ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, Wait,
-    ACAEEDB193A5, E44081EF6118, F675DFE1223A6, F7248E0CEBBE, FF1F8250, FIRST_CHUNK_TREE_OBJECTID,
-    SZ_1M,
+    ACAEEDB193A5, E33E17EE1098, E44081EF6118, F675DFE1223A6, F7248E0CEBBE, FF1F8250,
+    FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
 };
 
 /// `get_system_chunk_thresh` for a single device:
@@ -731,6 +731,13 @@ impl Engine {
             d.failed = true;
         } else {
             d.count += 1;
+            if self.config.mount.discard && self.applied(E33E17EE1098) {
+                // "we'll need to wait until transaction commit to do the
+                // actual discard": onto deleted_bgs, with a ref.
+                self.bgm(id).bg_list = BgList::DeletedBgs(transid);
+                self.trans_mut(transid).deleted_bgs.push(id);
+                self.btrfs_get_block_group(id, "btrfs_delete_unused_bgs");
+            }
         }
         let _ = self.release_handle(task);
         d.current = None;

@@ -353,6 +353,7 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         BgList::None => 0u64,
         BgList::NewBgs(t) => 1 | ((renamed(rename, *t) as u64) << 2),
         BgList::UnusedBgs => 2,
+        BgList::DeletedBgs(t) => 3 | (t << 2),
     };
     let flags = u64::from(*ro)
         | u64::from(*removed) << 1
@@ -407,6 +408,7 @@ fn hash_transaction(
         committer: _,
         in_critical,
         writeout,
+        deleted_bgs,
         cache_inodes_cowed,
     } = tr;
     (
@@ -420,6 +422,7 @@ fn hash_transaction(
         .hash(h);
     (dirty_bg_run, delayed_refs, aborted, in_critical, writeout).hash(h);
     cache_inodes_cowed.hash(h);
+    deleted_bgs.hash(h);
     live_committer(tr, tasks)
         .map(|t| renamed(rename, t))
         .hash(h);

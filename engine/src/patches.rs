@@ -81,6 +81,17 @@ pub const F7248E0CEBBE: PatchId = PatchId(4);
 /// freeing everything in it before the commit skips the item's update.
 pub const F675DFE1223A6: PatchId = PatchId(5);
 
+/// e33e17ee1098 ("btrfs: add missing discards when unpinning extents with
+/// -o discard", v4.3), a feature: under `-o discard` the cleaner moves each
+/// removed bg onto the transaction's `deleted_bgs` with a ref, and
+/// `btrfs_finish_extent_commit` discards its range and puts it.
+pub const E33E17EE1098: PatchId = PatchId(6);
+
+/// 7785a663c4be ("Btrfs: fix memory leaks after transaction is aborted",
+/// v4.4): `btrfs_put_transaction` puts what is left on `deleted_bgs`, which
+/// an aborted commit never hands to `btrfs_finish_extent_commit`.
+pub const F7785A663C4BE: PatchId = PatchId(7);
+
 /// Every modelled patch, indexed by [`PatchId`].
 pub const PATCHES: &[Patch] = &[
     Patch {
@@ -130,6 +141,22 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("bg-item-missing-at-commit"),
         file: "fs/btrfs/block-group.c",
+    },
+    Patch {
+        id: "e33e17ee1098",
+        title: "btrfs: add missing discards when unpinning extents with -o discard",
+        kernel: "v4.3",
+        kind: PatchKind::Feature,
+        expected: None,
+        file: "fs/btrfs/extent-tree.c",
+    },
+    Patch {
+        id: "7785a663c4be",
+        title: "Btrfs: fix memory leaks after transaction is aborted",
+        kernel: "v4.4",
+        kind: PatchKind::Fix,
+        expected: Some("bg-refcount"),
+        file: "fs/btrfs/transaction.c",
     },
 ];
 
