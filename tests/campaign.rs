@@ -3,6 +3,8 @@
 //! `cargo test`; `.ci/run` runs them (`--ignored`) once it has installed
 //! cargo-fuzz.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,21 +17,9 @@ fn root() -> PathBuf {
 /// A copy of the seed corpora and regressions, so tests never touch the
 /// repository's own.
 fn corpus_copy(dir: &Path) -> PathBuf {
-    fn copy_tree(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let p = e.unwrap().path();
-            let dest = to.join(p.file_name().unwrap());
-            if p.is_dir() {
-                copy_tree(&p, &dest);
-            } else {
-                std::fs::copy(&p, dest).unwrap();
-            }
-        }
-    }
     let dst = dir.join("corpus");
     for sub in ["scenario", "script", "scripts"] {
-        copy_tree(&root().join("corpus").join(sub), &dst.join(sub));
+        common::copy_tree(&root().join("corpus").join(sub), &dst.join(sub));
     }
     dst
 }

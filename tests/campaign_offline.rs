@@ -5,6 +5,8 @@
 //! plain `cargo test`, in seconds, without cargo-fuzz. `tests/campaign.rs`
 //! runs the real thing.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -88,20 +90,8 @@ impl Fake {
         let f = Fake { dir };
         std::fs::create_dir_all(f.root().join("fuzz")).unwrap();
         std::fs::write(f.root().join("fuzz/Cargo.toml"), "").unwrap();
-        fn copy_tree(from: &Path, to: &Path) {
-            std::fs::create_dir_all(to).unwrap();
-            for e in std::fs::read_dir(from).unwrap() {
-                let p = e.unwrap().path();
-                let dest = to.join(p.file_name().unwrap());
-                if p.is_dir() {
-                    copy_tree(&p, &dest);
-                } else {
-                    std::fs::copy(&p, dest).unwrap();
-                }
-            }
-        }
         for sub in ["scenario", "script", "scripts"] {
-            copy_tree(
+            common::copy_tree(
                 &real_root().join("corpus").join(sub),
                 &f.root().join("corpus").join(sub),
             );
