@@ -533,9 +533,14 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                     for (i, letter) in self.bounds.alphabet.iter().enumerate() {
                         let needs_handle = match letter {
                             Letter::FreeAny => true,
-                            Letter::Op(op) => {
-                                !matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio)
-                            }
+                            Letter::Op(op) => !matches!(
+                                op,
+                                Op::Start
+                                    | Op::Join
+                                    | Op::DeleteUnused
+                                    | Op::Endio
+                                    | Op::Relocate { .. }
+                            ),
                         };
                         if needs_handle != has_handle {
                             continue;

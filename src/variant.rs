@@ -9,7 +9,9 @@
 
 use std::fmt;
 
-use crate::engine::{PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, FF1F8250};
+use crate::engine::{
+    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, FF1F8250, FIX_67C5E7D464BC,
+};
 
 /// One row of the variant table.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +52,11 @@ const VARIANTS: &[VariantDef] = &[
         name: "bug-acaeedb1",
         description: "fixed without acaeedb193a5: bgs an error left on btrfs_start_dirty_block_groups' local list leak",
         patches: Patches::FIXES.without(ACAEEDB193A5),
+    },
+    VariantDef {
+        name: "bug-67c5e7d4",
+        description: "fixed without 67c5e7d464bc: balance relocates and removes a bg the cleaner set ro and is about to remove; the cleaner's btrfs_remove_chunk hits ASSERT(0)",
+        patches: Patches::FIXES.without(FIX_67C5E7D464BC),
     },
 ];
 

@@ -69,6 +69,16 @@ pub const C79A175175D5: PatchId = PatchId(2);
 /// instead of leaking.
 pub const ACAEEDB193A5: PatchId = PatchId(3);
 
+/// 67c5e7d464bc ("Btrfs: fix race between balance and unused block group
+/// deletion"): `btrfs_delete_unused_bgs` holds `delete_unused_bgs_mutex`
+/// from its ro check to the end of its transaction, and balance holds it
+/// around each chunk's lookup and relocation. Without it, balance removes a
+/// chunk the cleaner set ro and is about to remove: the cleaner's
+/// `btrfs_remove_chunk` finds no extent map and hits `ASSERT(0)`. (The
+/// identifier starts with `FIX_` because a Rust name cannot start with a
+/// digit.)
+pub const FIX_67C5E7D464BC: PatchId = PatchId(4);
+
 /// Every modelled patch, indexed by [`PatchId`].
 pub const PATCHES: &[Patch] = &[
     Patch {
@@ -102,6 +112,14 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("bg-refcount"),
         file: "fs/btrfs/block-group.c",
+    },
+    Patch {
+        id: "67c5e7d464bc",
+        title: "Btrfs: fix race between balance and unused block group deletion",
+        kernel: "v4.2",
+        kind: PatchKind::Fix,
+        expected: Some("kernel-assert"),
+        file: "fs/btrfs/volumes.c",
     },
 ];
 
