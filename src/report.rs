@@ -97,6 +97,7 @@ fn errno_text(e: Errno) -> &'static str {
         Errno::ENOSPC => "No space left",
         Errno::EROFS => "Readonly filesystem",
         Errno::EINVAL => "Invalid argument",
+        Errno::EINPROGRESS => "Operation now in progress",
     }
 }
 

@@ -393,6 +393,17 @@ impl Engine {
             // Balance is an ioctl that starts its own transactions: a task
             // holding a handle cannot run it.
             Op::Relocate { .. } if has_handle => return einval(),
+            // btrfs_ioctl_balance: `if
+            // (atomic_xchg(&fs_info->mutually_exclusive_operation_running,
+            // 1))` ... `ret = -EINPROGRESS`: one balance at a time.
+            Op::Relocate { .. }
+                if self
+                    .tasks
+                    .iter()
+                    .any(|t| matches!(t.pc, Some(Pc::Relocate(_)))) =>
+            {
+                return Ok(StepOutcome::Finished(Err(Error::model(Errno::EINPROGRESS))))
+            }
             Op::Relocate { start } => Pc::Relocate(RelocPc::Lock { start }),
         };
         self.tasks[task].pc = Some(pc);
