@@ -6,8 +6,8 @@
 //! strict script that replays exactly.
 
 use bgfuzz_engine::{
-    task_name, Engine, Event, ExtentState, Op, Patches, Status, StepOutcome, TaskId, UsageError,
-    MAX_TASKS, SZ_4K,
+    task_name, BgList, Engine, Event, ExtentState, Op, Patches, Status, StepOutcome, TaskId,
+    UsageError, MAX_TASKS, SZ_4K,
 };
 use bgfuzz_failpoints::FailGuard;
 
@@ -368,10 +368,25 @@ impl Runner<'_> {
             // A start that names no bg is taken as an index into the cache
             // tree (in logical order): the generator cannot know the starts.
             Op::Relocate { start } if self.engine.cache_tree().contains_key(&start) => Some(op),
+            // Read-only bgs and those on `unused_bgs` (the cleaner's) come
+            // first: that is where balance meets the cleaner.
             Op::Relocate { start } => {
-                let starts = self.engine.cache_tree();
+                let tree = self.engine.cache_tree();
+                let contested: Vec<u64> = tree
+                    .iter()
+                    .filter(|(_, &id)| {
+                        let bg = self.engine.bg(id);
+                        bg.ro || bg.bg_list == BgList::UnusedBgs
+                    })
+                    .map(|(&s, _)| s)
+                    .collect();
+                let starts = if contested.is_empty() {
+                    tree.keys().copied().collect()
+                } else {
+                    contested
+                };
                 let i = (start / SZ_4K) as usize % starts.len().max(1);
-                starts.keys().nth(i).map(|&start| Op::Relocate { start })
+                starts.get(i).map(|&start| Op::Relocate { start })
             }
             op => Some(op),
         }
