@@ -167,6 +167,9 @@ pub struct CrashReport {
     pub needs_fault: Option<bool>,
     /// The minimized script (scenario target) or the panic (script target).
     pub script: String,
+    /// The upstream fixes (missing from the variant) that, each applied
+    /// alone, remove the witness: which commit removed this bug.
+    pub removed_by: Vec<crate::attribution::Fix>,
     /// The regression it matches, for a known crash.
     pub known_as: Option<String>,
     pub artifacts: Vec<String>,
@@ -478,6 +481,7 @@ fn triage(
                     trace: sig.trace.clone(),
                     needs_fault: sig.needs_fault,
                     script: t.script.clone(),
+                    removed_by: Vec::new(),
                     known_as: None,
                     artifacts: Vec::new(),
                     representative: shown.clone(),
@@ -508,6 +512,10 @@ fn triage(
         .map(|(_, mut r)| {
             if r.known_as.is_some() {
                 r.status = CrashStatus::Known;
+            }
+            if let Ok(scn) = crate::scenario::Scenario::parse(r.script.as_bytes()) {
+                let fixes = crate::attribution::attribute(&scn, cfg.variant, cfg.variant.patches());
+                r.removed_by = crate::attribution::fixes(&fixes);
             }
             r
         })
@@ -1167,6 +1175,13 @@ pub fn markdown(r: &CampaignReport) -> String {
         if !c.trace.is_empty() && c.target == "scenario" {
             let _ = writeln!(s, "Call trace: `{}`.\n", c.trace);
         }
+        for f in &c.removed_by {
+            let _ = writeln!(
+                s,
+                "Removed upstream by {} ({}, \"{}\").\n",
+                f.id, f.kernel, f.title
+            );
+        }
         if let Some(k) = &c.known_as {
             let _ = writeln!(s, "Matches the regression `{k}`.\n");
         }
@@ -1281,7 +1296,7 @@ mod tests {
     fn triage_makes_one_crash_of_many_witnesses_and_knows_a_kept_one() {
         let dir = tempfile::tempdir().unwrap();
         // Witnesses that inject no fault: one crash, the engine's own.
-        let arts: Vec<PathBuf> = artifacts(dir.path(), 16)
+        let arts: Vec<PathBuf> = artifacts(dir.path(), 32)
             .into_iter()
             .filter(|a| decode(&std::fs::read(a).unwrap()).fails.is_empty())
             .take(6)

@@ -148,10 +148,26 @@ impl Bounds {
             .map(|i| parse_letter(i).expect("a valid letter"))
             .collect();
         }
+        if variant.bug_patch() == Some(bgfuzz_engine::F675DFE1223A6) {
+            // The stale item needs a new bg's extents freed (and their
+            // refs run) between phase 2 and the commit.
+            b.alphabet = [
+                "start",
+                "alloc data 16M",
+                "alloc data 4K",
+                "run_delayed_refs",
+                "free",
+                "end",
+                "commit",
+            ]
+            .iter()
+            .map(|i| parse_letter(i).expect("a valid letter"))
+            .collect();
+        }
         // 67c5e7d464bc: an empty bg on unused_bgs (alloc, free, and the
         // commit's refs), the cleaner blocked by that commit, and balance of
         // the mkfs data bg (at 25M with these chunk sizes).
-        if variant.bug_patch() == Some(bgfuzz_engine::FIX_67C5E7D464BC) {
+        if variant.bug_patch() == Some(bgfuzz_engine::F67C5E7D464BC) {
             b.tasks = 3;
             b.alphabet = [
                 "start",

@@ -117,7 +117,7 @@ pub fn decode(bytes: &[u8]) -> Scenario {
 /// many) faults. 14-21: two fault plans of four bytes.
 const AT_FAULTS: usize = 13;
 const AT_PLANS: usize = 14;
-/// 22: mount options, one bit each (bit 0: `space_cache`).
+/// 22: mount options, one bit each (bit 0: `space_cache`, bit 1: `discard`).
 const AT_MOUNT: usize = 22;
 /// 23: swarm weight of `endio`.
 const AT_W_ENDIO: usize = 23;
@@ -152,6 +152,7 @@ fn generate(bytes: &[u8]) -> Scenario {
     s.chunk[Kind::Metadata.index()] = Some(meta);
     s.device = Some(DEVICES[pick(3, DEVICES.len())].max(floor));
     s.mount.space_cache = at(AT_MOUNT) & 1 != 0;
+    s.mount.discard = at(AT_MOUNT) & 2 != 0;
     // Swarm: a weight 0..=3 per operation kind; 0 turns it off. `endio`
     // only means something under space_cache.
     let mut weights = [0usize; OP_KINDS.len()];

@@ -7,6 +7,7 @@
 //! is [`run::run`] on the engine under a variant; the [`oracles`] judge
 //! every step; [`report`] prints what happened.
 
+pub mod attribution;
 pub mod bench;
 pub mod campaign;
 pub mod check;

@@ -28,8 +28,9 @@ use sha2::{Digest, Sha256};
     about = "Fuzz the btrfs v4.1 transaction/block-group model for the ff1f8250 race and its kin",
     after_help = "`bgfuzz list` prints the variants, script operations, failpoint sites and \
 violation kinds. Script format: docs/scripts.md.\n\n\
-Exit codes: 0 nothing found (or all met), 1 a violation or an unmet expectation \
-(`bgfuzz COMMAND --help` says which for each), 2 invalid input or usage."
+Exit codes: 0 nothing found (or all met), 1 a violation or an unmet expectation, \
+2 invalid input or usage, and for explore 3 when a budget stopped it first; \
+`bgfuzz COMMAND --help` says which for each."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -724,6 +725,13 @@ fn minimize_cmd(
     if m.exhausted {
         eprintln!("the budget ran out: a larger --budget may shrink it further");
     }
+    if !bgfuzz::engine::Patches::FIXES
+        .minus(m.run.patches)
+        .is_empty()
+    {
+        let fixes = bgfuzz::attribution::attribute_run(&m.run);
+        eprintln!("{}", bgfuzz::attribution::line(&m.run, &fixes));
+    }
     if let Some(out) = out {
         // Checked again: the file may have appeared while minimizing.
         bgfuzz::check_output(out, force)?;
@@ -810,7 +818,7 @@ fn search_variant(
             let path = out.join(script_name(&m));
             if let Err(e) = bgfuzz::write_atomic(&path, &m.scenario.print()) {
                 // The witness is never lost to a failed write.
-                print!("{}", m.scenario.print());
+                out!("{}", m.scenario.print());
                 return Err(e.context(format!(
                     "keeping the {} witness found under {variant} (printed above)",
                     m.kind
@@ -847,6 +855,13 @@ fn print_found(o: &Outcome, seed: u64) -> anyhow::Result<()> {
     if let Some(v) = &m.run.violation {
         outln!("\n{}", v.finding.message);
     }
+    if !bgfuzz::engine::Patches::FIXES
+        .minus(m.run.patches)
+        .is_empty()
+    {
+        let fixes = bgfuzz::attribution::attribute_run(&m.run);
+        outln!("{}", bgfuzz::attribution::line(&m.run, &fixes));
+    }
     outln!("\nreproduce: bgfuzz repro {}", path.display());
     Ok(())
 }
@@ -859,6 +874,9 @@ fn run_cmd(
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
     check_out_dir(out)?;
+    if let Some(v) = variant.filter(|v| v.missing_fixes().iter().count() > 1) {
+        return hunt_cmd(v, time, cases, seed, out);
+    }
     if let Some(v) = variant {
         let budget = if time.is_none() && cases.is_none() {
             Some(DEFAULT_CASES)
@@ -895,30 +913,43 @@ fn run_cmd(
         print_found(o, seed)?;
     }
     outln!(
-        "\n{:<14} {:>9} {:>10} {:<32} {:>9}",
+        "\n{:<14} {:>9} {:>10} {:<32} {:>9}  {}",
         "variant",
         "cases",
         "time",
         "violation",
-        "minimized"
+        "minimized",
+        "removed upstream by"
     );
     let mut ok = true;
     for o in &rows {
-        let (kind, steps) = match &o.found {
-            Some((m, _)) => (
-                m.kind.name().to_string(),
-                m.scenario.steps.len().to_string(),
-            ),
-            None => ("none".to_string(), "-".to_string()),
+        let (kind, steps, fix) = match &o.found {
+            Some((m, _)) => {
+                let fixes = bgfuzz::attribution::attribute_run(&m.run);
+                let fix = fixes
+                    .iter()
+                    .map(|p| format!("{} ({})", p.patch().id, p.patch().kernel))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // A bug variant's witness must be removed by its own fix.
+                ok &= o.variant.bug_patch().is_none_or(|p| fixes.contains(&p));
+                (
+                    m.kind.name().to_string(),
+                    m.scenario.steps.len().to_string(),
+                    fix,
+                )
+            }
+            None => ("none".to_string(), "-".to_string(), "-".to_string()),
         };
         ok &= kind == o.variant.expected_violation().unwrap_or("none");
         outln!(
-            "{:<14} {:>9} {:>9.3}s {:<32} {:>9}",
+            "{:<14} {:>9} {:>9.3}s {:<32} {:>9}  {}",
             o.variant.name(),
             o.cases,
             o.elapsed.as_secs_f64(),
             kind,
-            steps
+            steps,
+            fix
         );
     }
     outln!("(cases and time: the whole search for a clean variant, to the first violation for the others)");
@@ -938,6 +969,145 @@ fn run_cmd(
         ExitCode::from(1)
     })
 }
+
+/// `bgfuzz run --variant V` where V lacks several fixes (`v4.1`): a hunt.
+/// The search goes on to the end of its budget and keeps each distinct bug
+/// (distinct by the fixes that remove it), each minimized and attributed.
+fn hunt_cmd(
+    variant: Variant,
+    time: Option<Duration>,
+    cases: Option<u64>,
+    seed: u64,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    use bgfuzz::attribution::{attribute, bug_variant, line};
+    let cases = if time.is_none() {
+        cases.or(Some(HUNT_CASES))
+    } else {
+        cases
+    };
+    let pb = progress(format!("{variant} seed {seed}, hunting"));
+    let started = Instant::now();
+    let mut times = Vec::new();
+    let (tally, bugs) = bgfuzz::search::hunt(
+        seed,
+        variant,
+        |t| {
+            if t.cases % 512 == 0 {
+                pb.set_message(tally_msg(t, started));
+                pb.tick();
+            }
+            match (time, cases) {
+                (Some(d), _) => started.elapsed() < d,
+                (None, Some(n)) => t.cases < n,
+                (None, None) => unreachable!("a budget is always set"),
+            }
+        },
+        |_| times.push(started.elapsed()),
+    );
+    pb.finish_with_message(tally_msg(&tally, started));
+    let mut rows = Vec::new();
+    for (b, at) in bugs.iter().zip(&times) {
+        let kind = b
+            .run
+            .violation
+            .as_ref()
+            .expect("a hunted run violates")
+            .finding
+            .kind;
+        // Minimize where only this bug exists (its bug variant), so the
+        // shrinking cannot wander onto another bug of the same kind; keep
+        // the result only if it is still this bug under the hunted variant.
+        let under = match b.fixes.as_slice() {
+            [p] => bug_variant(*p).unwrap_or(variant),
+            _ => variant,
+        };
+        let budget = Budget::default();
+        let m = minimize_with(&b.run.scenario, under, budget)
+            .filter(|m| m.kind == kind)
+            .and_then(|m| {
+                let again = bgfuzz::run::run(&m.scenario, variant, Mode::Strict).ok()?;
+                let same = again.violation.as_ref().map(|v| v.finding.kind) == Some(kind)
+                    && attribute(&again.scenario, variant, again.patches) == b.fixes;
+                same.then_some((m.scenario, again))
+            });
+        let (scn, r) = m.unwrap_or_else(|| (b.run.scenario.clone(), b.run.clone()));
+        let mut scn = scn;
+        scn.variant = Some(variant);
+        let text = scn.print();
+        let digest = Sha256::digest(text.as_bytes());
+        let hex: String = digest.iter().take(6).map(|x| format!("{x:02x}")).collect();
+        let path = out.join(format!("{kind}-{hex}.scn"));
+        if let Err(e) = bgfuzz::write_atomic(&path, &text) {
+            out!("{text}");
+            return Err(e.context(format!("keeping the {kind} witness (printed above)")));
+        }
+        outln!(
+            "\n{kind} under {variant}, first at case {} ({:.3}s), {} step lines:\n",
+            b.case,
+            at.as_secs_f64(),
+            scn.steps.len()
+        );
+        out!("{text}");
+        if let Some(v) = &r.violation {
+            outln!("\n{}", v.finding.message);
+        }
+        outln!("{}", line(&r, &b.fixes));
+        outln!("reproduce: bgfuzz repro {}", path.display());
+        rows.push((b, kind, *at, scn.steps.len(), path));
+    }
+    outln!(
+        "\n{variant}: {} distinct bug(s) in {} cases ({:.1}s, seed {seed})\n",
+        rows.len(),
+        tally.cases,
+        started.elapsed().as_secs_f64()
+    );
+    outln!(
+        "{:<14} {:<8} {:<32} {:>9} {:>9} {:>9}",
+        "removed by",
+        "kernel",
+        "violation",
+        "case",
+        "time",
+        "minimized"
+    );
+    for (b, kind, at, steps, _) in &rows {
+        let (id, kernel) = match b.fixes.first() {
+            Some(p) => (p.patch().id, p.patch().kernel),
+            None => ("(none alone)", "-"),
+        };
+        outln!(
+            "{:<14} {:<8} {:<32} {:>9} {:>8.3}s {:>9}",
+            id,
+            kernel,
+            kind.name(),
+            b.case,
+            at.as_secs_f64(),
+            steps
+        );
+    }
+    let missing: Vec<_> = variant
+        .missing_fixes()
+        .iter()
+        .filter(|p| !rows.iter().any(|(b, ..)| b.fixes.contains(p)))
+        .map(|p| p.patch().id)
+        .collect();
+    if !missing.is_empty() {
+        outln!(
+            "not seen in this budget: the bugs removed by {}",
+            missing.join(", ")
+        );
+    }
+    Ok(if rows.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A hunt's default budget: enough for every bug `v4.1` carries, about a
+/// minute of a release build.
+const HUNT_CASES: u64 = 2_000_000;
 
 /// Creates `run --out` and checks that a file can be written there, before
 /// a search whose result would otherwise have nowhere to go.
@@ -1137,7 +1307,7 @@ fn campaign_cmd(
             .iter()
             .map(|c| (c.target.clone(), c.script.clone()))
             .collect();
-        print!(
+        out!(
             "{}",
             bgfuzz::kernel::compare::campaign_on_kernel(&crashes, &cfg.out, time)?
         );
@@ -1197,9 +1367,9 @@ fn kernel_cmd(script: Option<PathBuf>, args: &KernelArgs) -> anyhow::Result<Exit
         Err(e) => return Err(kernel_error(e)),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", bgfuzz::kernel::report::table(&r));
+        out!("{}", bgfuzz::kernel::report::table(&r));
     }
     Ok(ExitCode::from(r.exit_code()))
 }
@@ -1219,9 +1389,9 @@ fn repro_kernel(file: &Path, time: Duration, json: bool) -> anyhow::Result<ExitC
     };
     let s = bgfuzz::kernel::compare::side_by_side(&opts).map_err(kernel_error)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        print!("{}", bgfuzz::kernel::compare::table(&s));
+        out!("{}", bgfuzz::kernel::compare::table(&s));
     }
     Ok(ExitCode::from(s.kernel.exit_code()))
 }
@@ -1365,14 +1535,14 @@ fn explore_cmd(a: ExploreArgs) -> anyhow::Result<ExitCode> {
         path = Some(p);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json(&x))?);
+        outln!("{}", serde_json::to_string_pretty(&json(&x))?);
     } else {
         if let Verdict::Violation(c) = &x.verdict {
-            println!("{}", counterexample_text(c, bounds.variant));
+            outln!("{}", counterexample_text(c, bounds.variant));
         }
-        print!("{}", summary(&x));
+        out!("{}", summary(&x));
         if let Some(p) = &path {
-            println!("reproduce: bgfuzz repro {}", p.display());
+            outln!("reproduce: bgfuzz repro {}", p.display());
         }
     }
     if let Some(Expected(want)) = a.expect {
@@ -1383,7 +1553,7 @@ fn explore_cmd(a: ExploreArgs) -> anyhow::Result<ExitCode> {
         };
         let ok = got == Some(want);
         if !a.json {
-            println!(
+            outln!(
                 "{}: expected {}",
                 if ok { "as expected" } else { "UNEXPECTED" },
                 want.map_or("none", |k| k.name())

@@ -87,7 +87,10 @@ pub struct Oracles {
 
 impl Oracles {
     pub fn new() -> Self {
-        Self::default()
+        Oracles {
+            space: SpaceLedger::with_full_walk_up_to(64),
+            ..Self::default()
+        }
     }
 
     /// Judges one step: the events it produced and the state after it.
@@ -364,9 +367,30 @@ fn check_list_membership(engine: &Engine) -> Option<Finding> {
         unused[id.0 as usize] += 1;
     }
     let mut io = vec![0usize; engine.block_groups().len()];
+    let mut deleted: Vec<Vec<u64>> = vec![Vec::new(); engine.block_groups().len()];
     for tr in engine.transactions() {
         for id in &tr.io_bgs {
             io[id.0 as usize] += 1;
+        }
+        for id in &tr.deleted_bgs {
+            deleted[id.0 as usize].push(tr.transid);
+        }
+    }
+    for (i, bg) in engine.block_groups().iter().enumerate() {
+        let want: Vec<u64> = match bg.bg_list {
+            BgList::DeletedBgs(t) => vec![t],
+            _ => Vec::new(),
+        };
+        if deleted[i] != want {
+            return finding(
+                ViolationKind::BgRefcount,
+                format!(
+                    "{}: bg_list says {:?} but it is on deleted_bgs of {:?}",
+                    bg.name(),
+                    bg.bg_list,
+                    deleted[i]
+                ),
+            );
         }
     }
     for (i, bg) in engine.block_groups().iter().enumerate() {
@@ -431,6 +455,14 @@ pub struct SpaceLedger {
     /// those a handle may queue onto).
     queues: std::collections::BTreeMap<u64, VecDeque<DelayedRef>>,
     full_walks: u64,
+    /// Up to this many extents the full walk is cheaper than the
+    /// bookkeeping (a generated case has a few dozen); the ledger is
+    /// rebuilt when a run grows past it.
+    small: usize,
+    /// The full walk judged last: the sums are not up to date.
+    stale: bool,
+    /// Reused between steps.
+    todo: Vec<usize>,
 }
 
 /// The ledger is a cache of sums the engine's state determines, and the
@@ -474,6 +506,15 @@ impl SpaceLedger {
             self.pending.insert(i);
         } else {
             self.pending.remove(&i);
+        }
+    }
+
+    /// A ledger that leaves runs of at most `small` extents to the full
+    /// walk. `SpaceLedger::default()` is incremental from the first step.
+    pub fn with_full_walk_up_to(small: usize) -> Self {
+        SpaceLedger {
+            small,
+            ..SpaceLedger::default()
         }
     }
 
@@ -521,13 +562,20 @@ impl SpaceLedger {
     pub fn check(&mut self, engine: &Engine) -> Option<Finding> {
         let extents = engine.extents();
         let nbg = engine.block_groups().len();
-        // Another engine than last time (the engine's lists only grow).
-        if extents.len() < self.seen.len() || nbg < self.used.len() {
+        if extents.len() <= self.small {
+            self.stale = true;
+            return check_space_accounting(engine);
+        }
+        // Another engine than last time (the engine's lists only grow), or
+        // the first step past `small`.
+        if self.stale || extents.len() < self.seen.len() || nbg < self.used.len() {
             return self.rebuild(engine);
         }
         self.used.resize(nbg, 0);
         self.reserved.resize(nbg, 0);
-        let mut todo: Vec<usize> = self.pending.iter().copied().collect();
+        let mut todo = std::mem::take(&mut self.todo);
+        todo.clear();
+        todo.extend(self.pending.iter().copied());
         todo.extend(self.seen.len()..extents.len());
         let mut transids: Vec<u64> = self.queues.keys().copied().collect();
         transids.extend((0..MAX_TASKS).filter_map(|t| engine.handle(t).map(|h| h.transid)));
@@ -545,7 +593,7 @@ impl SpaceLedger {
                 self.queues.remove(&transid);
             }
         }
-        for i in todo {
+        for &i in &todo {
             if let Some(e) = extents.get(i) {
                 if e.bg.is_some_and(|b| b.0 as usize >= nbg) {
                     return self.rebuild(engine);
@@ -553,6 +601,7 @@ impl SpaceLedger {
                 self.recount(i, e);
             }
         }
+        self.todo = todo;
         let consistent = engine.block_groups().iter().enumerate().all(|(i, bg)| {
             bg.used == self.used[i]
                 && bg.reserved == self.reserved[i]
@@ -568,6 +617,7 @@ impl SpaceLedger {
     fn rebuild(&mut self, engine: &Engine) -> Option<Finding> {
         *self = SpaceLedger {
             full_walks: self.full_walks + 1,
+            small: self.small,
             ..SpaceLedger::default()
         };
         let nbg = engine.block_groups().len();

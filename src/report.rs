@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use bgfuzz_engine::{task_name, AbortInfo, Errno, MAX_TASKS};
+use bgfuzz_engine::{task_name, AbortInfo, Errno, Patches, MAX_TASKS};
 use serde::Serialize;
 
 use crate::run::{RanStep, Run};
@@ -180,7 +180,13 @@ pub fn full(run: &Run) -> String {
     out.push_str(&timeline(run));
     out.push('\n');
     match violation_report(run) {
-        Some(v) => out.push_str(&v),
+        Some(v) => {
+            out.push_str(&v);
+            if !Patches::FIXES.minus(run.patches).is_empty() {
+                let fixes = crate::attribution::attribute_run(run);
+                let _ = writeln!(out, "\n{}", crate::attribution::line(run, &fixes));
+            }
+        }
         None => {
             let _ = writeln!(out, "no violation ({} steps)", run.steps.len());
         }
@@ -194,6 +200,8 @@ pub struct JsonViolation {
     /// 1-based step number; `steps + 1` for a violation found at the end.
     pub step: usize,
     pub message: String,
+    /// The missing fixes that, each applied alone, remove it.
+    pub removed_by: Vec<crate::attribution::Fix>,
 }
 
 #[derive(Serialize)]
@@ -211,6 +219,7 @@ pub fn json(run: &Run) -> JsonRun {
             kind: v.finding.kind.name().to_string(),
             step: v.step + 1,
             message: v.finding.message.clone(),
+            removed_by: crate::attribution::fixes(&crate::attribution::attribute_run(run)),
         }),
     }
 }
@@ -263,6 +272,10 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
                 parts.push(format!("{}: cache IO started, onto io_bgs", bg(*id)))
             }
             Event::CacheIoDone { bg: id } => parts.push(format!("{}: cache IO done", bg(*id))),
+            Event::BgWriteSkipped { bg: id } => parts.push(format!(
+                "{}: used == commit_used, item update skipped",
+                bg(*id)
+            )),
             Event::BgKeptForSpace { bg: id } => parts.push(format!(
                 "{}: set_block_group_ro refused (min_allocable_bytes), kept",
                 bg(*id)

@@ -134,3 +134,51 @@ pub fn shortest(found: &[Found], variant: Variant) -> Option<(usize, Minimized)>
 fn rank(m: &Minimized) -> (usize, usize) {
     (m.scenario.fails.len(), m.scenario.steps.len())
 }
+
+/// A distinct bug a hunt found: distinct by the fixes that remove it (and
+/// its violation kind), with the first case that showed it.
+#[derive(Clone, Debug)]
+pub struct Hunted {
+    pub case: u64,
+    pub fixes: Vec<crate::engine::PatchId>,
+    pub run: Run,
+}
+
+/// Searches cases `0..` of `seed` under `variant` for as long as
+/// `keep_going` says, keeping the first witness of each distinct bug: two
+/// witnesses are the same bug when the same missing fixes remove them and
+/// they violate the same oracle. `found` hears of each new one as it comes
+/// (where a caller reads the clock).
+pub fn hunt(
+    seed: u64,
+    variant: Variant,
+    mut keep_going: impl FnMut(&Tally) -> bool,
+    mut found: impl FnMut(&Hunted),
+) -> (Tally, Vec<Hunted>) {
+    let mut tally = Tally::default();
+    let mut bugs: Vec<Hunted> = Vec::new();
+    let mut buf = Vec::with_capacity(MAX_INPUT);
+    while keep_going(&tally) {
+        let case = tally.cases;
+        let r = run_case(seed, case, variant, &mut buf);
+        tally.cases += 1;
+        tally.steps += r.steps.len() as u64;
+        let Some(v) = &r.violation else { continue };
+        let kind = v.finding.kind;
+        *tally.by_kind.entry(kind).or_default() += 1;
+        let fixes = crate::attribution::attribute_run(&r);
+        let seen = bugs.iter().any(|b| {
+            b.fixes == fixes && b.run.violation.as_ref().map(|x| x.finding.kind) == Some(kind)
+        });
+        if !seen {
+            let h = Hunted {
+                case,
+                fixes,
+                run: r,
+            };
+            found(&h);
+            bugs.push(h);
+        }
+    }
+    (tally, bugs)
+}

@@ -438,6 +438,7 @@ fn event_record(run: &Run, ev: &Event) -> EventRecord {
             (r.kind, r.bg, r.critical) = ("bg_written", bg(b), Some(*critical))
         }
         Event::BgRequeued { bg: b } => (r.kind, r.bg) = ("bg_requeued", bg(b)),
+        Event::BgWriteSkipped { bg: b } => (r.kind, r.bg) = ("bg_write_skipped", bg(b)),
         Event::BgRemoved { bg: b } => (r.kind, r.bg) = ("bg_removed", bg(b)),
         Event::CacheIoStarted { bg: b } => (r.kind, r.bg) = ("cache_io_started", bg(b)),
         Event::CacheIoDone { bg: b } => (r.kind, r.bg) = ("cache_io_done", bg(b)),

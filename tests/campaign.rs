@@ -15,14 +15,21 @@ fn root() -> PathBuf {
 /// A copy of the seed corpora and regressions, so tests never touch the
 /// repository's own.
 fn corpus_copy(dir: &Path) -> PathBuf {
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            let dest = to.join(p.file_name().unwrap());
+            if p.is_dir() {
+                copy_tree(&p, &dest);
+            } else {
+                std::fs::copy(&p, dest).unwrap();
+            }
+        }
+    }
     let dst = dir.join("corpus");
     for sub in ["scenario", "script", "scripts"] {
-        let to = dst.join(sub);
-        std::fs::create_dir_all(&to).unwrap();
-        for e in std::fs::read_dir(root().join("corpus").join(sub)).unwrap() {
-            let p = e.unwrap().path();
-            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-        }
+        copy_tree(&root().join("corpus").join(sub), &dst.join(sub));
     }
     dst
 }

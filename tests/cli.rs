@@ -138,7 +138,7 @@ fn repro_json_bug_variant() {
     // script's steps) writes X out before A's phase 2.
     assert_eq!(steps, 10, "{v}");
     let viol = &v["violation"];
-    assert_eq!(object_keys(viol), ["kind", "message", "step"]);
+    assert_eq!(object_keys(viol), ["kind", "message", "removed_by", "step"]);
     assert_eq!(viol["kind"], "abort-enoent-outside-critical");
     let step = viol["step"].as_u64().expect("violation.step is a number");
     assert!(step >= 1 && step <= steps + 1, "{v}");
@@ -303,6 +303,18 @@ const INVALID: &[(&str, &[u8], usize, &str)] = &[
         b"# c\nbogus 1\nA: start\n",
         2,
         "unknown line",
+    ),
+    (
+        "unknown mount option",
+        b"mount space_cache bogus\nA: start\n",
+        1,
+        "unknown mount option `bogus` (known: space_cache, discard)",
+    ),
+    (
+        "mount without options",
+        b"\nmount\nA: start\n",
+        2,
+        "`mount` needs options (known: space_cache, discard)",
     ),
     (
         "bad size (not 4K)",

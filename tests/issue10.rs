@@ -630,3 +630,34 @@ fn item17_every_argument_described_and_every_exit_code_given() {
     let o = bgfuzz(&["run", "--help"]);
     assert!(out(&o).contains("200000"), "run's default case count");
 }
+
+// ------------------------------------------------ 18: the README
+
+#[test]
+fn item18_readme_commands_are_bounded_and_stay_in_the_repo() {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    assert!(!readme.contains("../"), "a pointer outside the repository");
+    assert!(
+        !readme.contains("shared/design"),
+        "a pointer to the design notes"
+    );
+    assert!(readme.contains("cargo install --path . --locked"));
+    assert!(manifest_dir().join("docs/scripts.md").exists());
+    let mut fuzz_runs = 0;
+    for l in readme.lines().filter(|l| l.contains("cargo fuzz run ")) {
+        if l.trim_start().starts_with('`') || !l.contains(" -s ") {
+            continue; // prose, not a command line
+        }
+        fuzz_runs += 1;
+        assert!(l.contains("-max_total_time="), "unbounded: {l}");
+        if l.contains("from nothing") {
+            assert!(l.contains("\"$(mktemp -d)\""), "not a fresh corpus: {l}");
+        }
+    }
+    assert!(fuzz_runs >= 3, "{fuzz_runs} cargo fuzz run lines");
+    assert!(
+        readme.contains("__sanitizer_"),
+        "libFuzzer's warnings explained"
+    );
+    assert!(readme.contains("measured)"), "first-build times");
+}

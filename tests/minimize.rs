@@ -43,3 +43,40 @@ fn nothing_to_minimize_without_a_violation() {
     let m = minimize(&s, Variant::BUG_FF1F8250).unwrap();
     assert!(m.scenario.steps.len() <= 10, "{}", m.scenario.print());
 }
+
+/// Item 13: a long script stops at the step-line budget with a strict
+/// script of the same kind, and the budget is counted, not timed: the
+/// same result twice.
+#[test]
+fn a_long_script_stops_at_the_step_budget() {
+    use bgfuzz::minimize::{minimize_with, Budget};
+    let mut text = String::from("variant bug-ff1f8250\nD: start\n");
+    for i in 1..=500 {
+        text.push_str(&format!("D: alloc data 4K\nD: free e{i}\n"));
+    }
+    text.push_str("D: end\n");
+    let race = std::fs::read_to_string("corpus/scripts/seed-race.scn").unwrap();
+    text.extend(
+        race.lines()
+            .filter(|l| l.as_bytes().get(1) == Some(&b':'))
+            .map(|l| format!("{l}\n")),
+    );
+    let s = bgfuzz::scenario::Scenario::parse(text.as_bytes()).unwrap();
+    let budget = Budget {
+        max_tries: usize::MAX,
+        max_steps: 20_000,
+        deadline: None,
+    };
+    let a = minimize_with(&s, Variant::BUG_FF1F8250, budget).expect("minimizes");
+    let b = minimize_with(&s, Variant::BUG_FF1F8250, budget).expect("minimizes");
+    assert!(a.exhausted);
+    assert!(
+        a.tries < 200,
+        "{} candidates within 20000 step lines",
+        a.tries
+    );
+    assert_eq!(a.scenario.print(), b.scenario.print());
+    assert!(a.scenario.steps.len() < s.steps.len());
+    let r = run(&a.scenario, Variant::BUG_FF1F8250, Mode::Strict).unwrap();
+    assert_eq!(r.violation.map(|v| v.finding.kind), Some(a.kind));
+}

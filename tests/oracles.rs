@@ -278,6 +278,9 @@ fn incremental_space_accounting_agrees_with_the_full_walk() {
             let _guard = armed.then(|| bgfuzz::failpoints::FailGuard::new(&norm.fails).unwrap());
             let mut e = Engine::new(norm.config(), v.patches(), armed).unwrap();
             let mut ledger = SpaceLedger::default();
+            // The oracles' own: the full walk for small runs, then the
+            // ledger once a run grows past the threshold.
+            let mut mixed = SpaceLedger::with_full_walk_up_to(3);
             for (i, s) in norm.steps.iter().enumerate() {
                 let r = match s.action {
                     Action::Begin(op) => e.begin(s.task, op),
@@ -285,11 +288,9 @@ fn incremental_space_accounting_agrees_with_the_full_walk() {
                 };
                 r.unwrap();
                 e.drain_events().for_each(drop);
-                assert_eq!(
-                    ledger.check(&e),
-                    check_space_accounting(&e),
-                    "case {case} {v} step {i}"
-                );
+                let want = check_space_accounting(&e);
+                assert_eq!(ledger.check(&e), want, "case {case} {v} step {i}");
+                assert_eq!(mixed.check(&e), want, "case {case} {v} step {i}");
                 steps_checked += 1;
                 // Now and then, a counter goes wrong and is put right.
                 if i % 7 == 3 {
@@ -298,8 +299,10 @@ fn incremental_space_accounting_agrees_with_the_full_walk() {
                         let want = check_space_accounting(&e);
                         assert!(want.is_some());
                         assert_eq!(ledger.check(&e), want, "case {case} {v} step {i}");
+                        assert_eq!(mixed.check(&e), want, "case {case} {v} step {i}");
                         e.testing_bg_mut(id).reserved -= 4096;
                         assert_eq!(ledger.check(&e), check_space_accounting(&e));
+                        assert_eq!(mixed.check(&e), check_space_accounting(&e));
                         broken_checked += 1;
                     }
                 }

@@ -29,7 +29,8 @@ use std::collections::BTreeMap;
 use crate::{
     BgId, BgList, BlockGroup, DelayedRef, DirtyList, Done, Engine, Errno, Error, Event, ExtentId,
     ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, Wait,
-    ACAEEDB193A5, E44081EF6118, FF1F8250, FIRST_CHUNK_TREE_OBJECTID, FIX_67C5E7D464BC, SZ_1M,
+    ACAEEDB193A5, E33E17EE1098, E44081EF6118, F675DFE1223A6, F67C5E7D464BC, F7248E0CEBBE, FF1F8250,
+    FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
 };
 
 /// `get_system_chunk_thresh` for a single device:
@@ -142,6 +143,7 @@ impl Engine {
             start,
             len,
             used: 0,
+            commit_used: 0,
             reserved: 0,
             ro: false,
             removed: false,
@@ -176,6 +178,13 @@ impl Engine {
     /// Phase 2 for one bg, as `btrfs_create_pending_block_groups` does it:
     /// its bg item, then (volumes.c) its chunk item.
     pub(crate) fn insert_bg_items(&mut self, id: BgId) {
+        if self.applied(F675DFE1223A6) {
+            // insert_block_group_item: `block_group->commit_used =
+            // block_group->used;`, so a later update compares with what
+            // the item says.
+            let bg = self.bgm(id);
+            bg.commit_used = bg.used;
+        }
         let bg = self.bg(id);
         let (key, item) = (
             Key::block_group(bg.start, bg.len),
@@ -443,7 +452,31 @@ impl Engine {
     /// fs/btrfs/extent-tree.c, `write_one_cache_group`: look the item up
     /// and write `used` into it. The failpoint `extent_tree_lookup` stands
     /// for `btrfs_search_slot` failing.
+    ///
+    /// With 7248e0cebbef (v6.2's `update_block_group_item`) it returns at
+    /// once when `used == commit_used` ("No change in used bytes, can
+    /// safely skip it"), sets `commit_used = used` before the lookup, and
+    /// restores the old value on an error.
     fn write_one_cache_group(&mut self, id: BgId) -> Result<(), Error> {
+        let skip_unchanged = self.applied(F7248E0CEBBE);
+        let old_commit_used = self.bg(id).commit_used;
+        if skip_unchanged {
+            let bg = self.bgm(id);
+            if bg.commit_used == bg.used {
+                self.events.push(Event::BgWriteSkipped { bg: id });
+                return Ok(());
+            }
+            bg.commit_used = bg.used;
+        }
+        let ret = self.lookup_and_write(id);
+        if ret.is_err() && skip_unchanged {
+            self.bgm(id).commit_used = old_commit_used;
+        }
+        ret
+    }
+
+    /// `btrfs_search_slot` for the bg's item and the write of `used` into it.
+    fn lookup_and_write(&mut self, id: BgId) -> Result<(), Error> {
         if let Some(err) = self.failpoint(Site::ExtentTreeLookup) {
             return Err(err);
         }
@@ -665,9 +698,7 @@ impl Engine {
             };
             // `if (ret || btrfs_mixed_space_info(space_info))` comes before
             // the lock.
-            if !d.failed
-                && self.applied(FIX_67C5E7D464BC)
-                && !self.lock_delete_unused_bgs_mutex(task)
+            if !d.failed && self.applied(F67C5E7D464BC) && !self.lock_delete_unused_bgs_mutex(task)
             {
                 return Stepped::Blocked(Pc::DeleteUnused(d), Wait::DeleteUnusedBgsMutex);
             }
@@ -716,6 +747,13 @@ impl Engine {
             d.failed = true;
         } else {
             d.count += 1;
+            if self.config.mount.discard && self.applied(E33E17EE1098) {
+                // "we'll need to wait until transaction commit to do the
+                // actual discard": onto deleted_bgs, with a ref.
+                self.bgm(id).bg_list = BgList::DeletedBgs(transid);
+                self.trans_mut(transid).deleted_bgs.push(id);
+                self.btrfs_get_block_group(id, "btrfs_delete_unused_bgs");
+            }
         }
         let _ = self.release_handle(task);
         d.current = None;

@@ -338,6 +338,7 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         start,
         len,
         used,
+        commit_used,
         reserved,
         ro,
         removed,
@@ -361,6 +362,7 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         BgList::None => 0u64,
         BgList::NewBgs(t) => 1 | ((renamed(rename, *t) as u64) << 2),
         BgList::UnusedBgs => 2,
+        BgList::DeletedBgs(t) => 3 | (t << 2),
     };
     let flags = u64::from(*ro)
         | u64::from(*removed) << 1
@@ -372,7 +374,7 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
     for w in [flags, *start, *len, *used, *reserved, *refs as u64] {
         h.write_u64(w);
     }
-    for w in [dirty, *created_transid, *dev_offset] {
+    for w in [dirty, *created_transid, *dev_offset, *commit_used] {
         h.write_u64(w);
     }
     hash_free_map(free_space, h);
@@ -415,6 +417,7 @@ fn hash_transaction(
         committer: _,
         in_critical,
         writeout,
+        deleted_bgs,
         cache_inodes_cowed,
     } = tr;
     (
@@ -428,6 +431,7 @@ fn hash_transaction(
         .hash(h);
     (dirty_bg_run, delayed_refs, aborted, in_critical, writeout).hash(h);
     cache_inodes_cowed.hash(h);
+    deleted_bgs.hash(h);
     live_committer(tr, tasks)
         .map(|t| renamed(rename, t))
         .hash(h);

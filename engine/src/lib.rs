@@ -287,10 +287,12 @@ impl Engine {
                 .transactions
                 .iter()
                 .any(|tr| tr.state != TransState::Completed && tr.io_bgs.contains(&bg.id));
+        let deleted = matches!(bg.bg_list, BgList::DeletedBgs(t) if live(t));
         i64::from(!bg.removed)
             + i64::from(dirty)
             + i64::from(io)
             + i64::from(bg.bg_list == BgList::UnusedBgs)
+            + i64::from(deleted)
     }
 
     pub fn status(&self, task: TaskId) -> Status {

@@ -69,15 +69,36 @@ pub const C79A175175D5: PatchId = PatchId(2);
 /// instead of leaking.
 pub const ACAEEDB193A5: PatchId = PatchId(3);
 
+/// 7248e0cebbef ("btrfs: skip update of block group item if used bytes are
+/// the same", v6.2), a feature: `update_block_group_item` (v4.1's
+/// `write_one_cache_group`) returns early when `used == commit_used`, and
+/// sets `commit_used` before the lookup (restoring it on an error).
+pub const F7248E0CEBBE: PatchId = PatchId(4);
+
+/// 675dfe1223a6 ("btrfs: fix block group item corruption after inserting
+/// new block group", v6.3): phase 2's item insertion sets `commit_used`.
+/// Without it, a new bg inserted with `used` X keeps `commit_used` 0, and
+/// freeing everything in it before the commit skips the item's update.
+pub const F675DFE1223A6: PatchId = PatchId(5);
+
+/// e33e17ee1098 ("btrfs: add missing discards when unpinning extents with
+/// -o discard", v4.3), a feature: under `-o discard` the cleaner moves each
+/// removed bg onto the transaction's `deleted_bgs` with a ref, and
+/// `btrfs_finish_extent_commit` discards its range and puts it.
+pub const E33E17EE1098: PatchId = PatchId(6);
+
+/// 7785a663c4be ("Btrfs: fix memory leaks after transaction is aborted",
+/// v4.4): `btrfs_put_transaction` puts what is left on `deleted_bgs`, which
+/// an aborted commit never hands to `btrfs_finish_extent_commit`.
+pub const F7785A663C4BE: PatchId = PatchId(7);
+
 /// 67c5e7d464bc ("Btrfs: fix race between balance and unused block group
 /// deletion"): `btrfs_delete_unused_bgs` holds `delete_unused_bgs_mutex`
 /// from its ro check to the end of its transaction, and balance holds it
 /// around each chunk's lookup and relocation. Without it, balance removes a
 /// chunk the cleaner set ro and is about to remove: the cleaner's
-/// `btrfs_remove_chunk` finds no extent map and hits `ASSERT(0)`. (The
-/// identifier starts with `FIX_` because a Rust name cannot start with a
-/// digit.)
-pub const FIX_67C5E7D464BC: PatchId = PatchId(4);
+/// `btrfs_remove_chunk` finds no extent map and hits `ASSERT(0)`.
+pub const F67C5E7D464BC: PatchId = PatchId(8);
 
 /// Every modelled patch, indexed by [`PatchId`].
 pub const PATCHES: &[Patch] = &[
@@ -112,6 +133,38 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("bg-refcount"),
         file: "fs/btrfs/block-group.c",
+    },
+    Patch {
+        id: "7248e0cebbef",
+        title: "btrfs: skip update of block group item if used bytes are the same",
+        kernel: "v6.2",
+        kind: PatchKind::Feature,
+        expected: None,
+        file: "fs/btrfs/block-group.c",
+    },
+    Patch {
+        id: "675dfe1223a6",
+        title: "btrfs: fix block group item corruption after inserting new block group",
+        kernel: "v6.3",
+        kind: PatchKind::Fix,
+        expected: Some("bg-item-missing-at-commit"),
+        file: "fs/btrfs/block-group.c",
+    },
+    Patch {
+        id: "e33e17ee1098",
+        title: "btrfs: add missing discards when unpinning extents with -o discard",
+        kernel: "v4.3",
+        kind: PatchKind::Feature,
+        expected: None,
+        file: "fs/btrfs/extent-tree.c",
+    },
+    Patch {
+        id: "7785a663c4be",
+        title: "Btrfs: fix memory leaks after transaction is aborted",
+        kernel: "v4.4",
+        kind: PatchKind::Fix,
+        expected: Some("bg-refcount"),
+        file: "fs/btrfs/transaction.c",
     },
     Patch {
         id: "67c5e7d464bc",
@@ -172,6 +225,18 @@ impl Patches {
         self.0 == 0
     }
     /// The patches in the set, in table order.
+    /// Every patch in the table: every fix, and the features later fixes
+    /// build on (the `fixed` variant).
+    pub const FIXED: Patches = {
+        let mut set = Patches::NONE;
+        let mut i = 0;
+        while i < PATCHES.len() {
+            set = set.with(PatchId(i as u8));
+            i += 1;
+        }
+        set
+    };
+
     pub fn iter(self) -> impl Iterator<Item = PatchId> {
         (0..PATCHES.len() as u8)
             .map(PatchId)

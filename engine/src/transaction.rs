@@ -20,8 +20,8 @@
 
 use crate::extent_tree::{CriticalStep, DirtyStep, STACK_START_DIRTY};
 use crate::{
-    AbortInfo, BgId, Done, Engine, Errno, Error, Event, Handle, Pc, Site, Stepped, TaskId,
-    TransState, TransType, Transaction, Wait, FIRST_TRANSID,
+    AbortInfo, BgId, BgList, Done, Engine, Errno, Error, Event, Handle, Pc, Site, Stepped, TaskId,
+    TransState, TransType, Transaction, Wait, F7785A663C4BE, FIRST_TRANSID,
 };
 use std::collections::VecDeque;
 
@@ -152,6 +152,7 @@ impl Engine {
                     committer: None,
                     in_critical: false,
                     writeout: VecDeque::new(),
+                    deleted_bgs: Vec::new(),
                     cache_inodes_cowed: Vec::new(),
                 });
                 self.running = Some(transid);
@@ -250,6 +251,12 @@ impl Engine {
     fn cleanup_transaction(&mut self, task: TaskId, transid: u64) -> Stepped {
         let err = self.trans(transid).aborted.expect("cleanup after an abort");
         self.btrfs_cleanup_one_transaction(transid);
+        if self.applied(F7785A663C4BE) {
+            // btrfs_put_transaction: "If any block groups are found in
+            // ->deleted_bgs then it's because the transaction was aborted
+            // and a commit did not happen".
+            self.release_deleted_bgs(transid, "btrfs_put_transaction");
+        }
         if self.running == Some(transid) {
             self.running = None;
         }
@@ -412,6 +419,8 @@ impl Engine {
                 CommitPc::Super => {
                     self.committed.generation = transid;
                     self.events.push(Event::SuperWritten { transid });
+                    // btrfs_finish_extent_commit: discard and put.
+                    self.release_deleted_bgs(transid, "btrfs_finish_extent_commit");
                     self.trans_mut(transid).state = TransState::Completed;
                     let h = self.tasks[task].handle.take().expect("committer's handle");
                     let tr = self.trans_mut(h.transid);
@@ -419,6 +428,16 @@ impl Engine {
                     return Stepped::Finished(Ok(Done::Committed { transid }));
                 }
             }
+        }
+    }
+
+    /// Takes every bg off the transaction's `deleted_bgs` and puts the ref
+    /// that list held.
+    fn release_deleted_bgs(&mut self, transid: u64, site: &'static str) {
+        let deleted = std::mem::take(&mut self.trans_mut(transid).deleted_bgs);
+        for id in deleted {
+            self.bgm(id).bg_list = BgList::None;
+            self.btrfs_put_block_group(id, site);
         }
     }
 

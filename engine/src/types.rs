@@ -94,15 +94,20 @@ pub struct MountOpts {
     /// `io_bgs`, and waits for the IO (`btrfs_wait_cache_io`), whose endio
     /// worker joins the transaction with JOIN_NOLOCK.
     pub space_cache: bool,
+    /// `-o discard`: with e33e17ee1098 (v4.3) the cleaner puts each bg it
+    /// removed on the transaction's `deleted_bgs`, with a ref, to discard
+    /// its range after the commit (`btrfs_finish_extent_commit`).
+    pub discard: bool,
 }
 
 impl MountOpts {
     /// Every option by its mount name, for scripts and help.
-    pub const NAMES: [&'static str; 1] = ["space_cache"];
+    pub const NAMES: [&'static str; 2] = ["space_cache", "discard"];
 
     pub fn set(&mut self, name: &str) -> bool {
         match name {
             "space_cache" => self.space_cache = true,
+            "discard" => self.discard = true,
             _ => return false,
         }
         true
@@ -112,6 +117,9 @@ impl MountOpts {
         let mut v = Vec::new();
         if self.space_cache {
             v.push("space_cache");
+        }
+        if self.discard {
+            v.push("discard");
         }
         v
     }
@@ -230,6 +238,9 @@ pub enum BgList {
     None,
     NewBgs(TaskId),
     UnusedBgs,
+    /// `trans->transaction->deleted_bgs` of this transid (e33e17ee1098,
+    /// `-o discard`).
+    DeletedBgs(u64),
 }
 
 /// `struct btrfs_block_group_cache`.
@@ -243,6 +254,9 @@ pub struct BlockGroup {
     pub len: u64,
     /// The in-memory `item.used`.
     pub used: u64,
+    /// `commit_used` (7248e0cebbef, v6.2): the `used` last written to the
+    /// item. 0 for a new bg, as a zeroed allocation leaves it.
+    pub commit_used: u64,
     pub reserved: u64,
     pub ro: bool,
     pub removed: bool,
@@ -398,6 +412,9 @@ pub struct Transaction {
     pub in_critical: bool,
     /// `btrfs_start_dirty_block_groups`' local list.
     pub writeout: VecDeque<BgId>,
+    /// Bgs the cleaner removed under `-o discard`, each holding a ref until
+    /// `btrfs_finish_extent_commit` discards and puts it.
+    pub deleted_bgs: Vec<BgId>,
     /// Bgs whose cache inode an endio worker already updated in this
     /// transaction: its tree block is COWed once per transaction, later
     /// updates are in place and allocate nothing (`should_cow_block`).
@@ -655,6 +672,10 @@ pub enum Event {
     },
     /// The fix: `-ENOENT` forgiven, bg re-queued for the critical section.
     BgRequeued {
+        bg: BgId,
+    },
+    /// 7248e0cebbef: `used == commit_used`, the item's update skipped.
+    BgWriteSkipped {
         bg: BgId,
     },
     BgRemoved {

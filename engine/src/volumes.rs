@@ -17,7 +17,7 @@
 use crate::relocation::RelocPc;
 use crate::{
     fmt_size, BgId, ChunkItem, Done, Engine, Errno, Error, Event, Kind, Pc, Stepped, TaskId,
-    TransType, Wait, FIX_67C5E7D464BC, SZ_1M,
+    TransType, Wait, F67C5E7D464BC, SZ_1M,
 };
 
 /// The first 1 MiB of the device holds no chunk (superblock area).
@@ -138,7 +138,7 @@ impl Engine {
     pub(crate) fn step_relocate(&mut self, task: TaskId, pc: RelocPc) -> Stepped {
         match pc {
             RelocPc::Lock { start } => {
-                if self.applied(FIX_67C5E7D464BC) && !self.lock_delete_unused_bgs_mutex(task) {
+                if self.applied(F67C5E7D464BC) && !self.lock_delete_unused_bgs_mutex(task) {
                     return Stepped::Blocked(Pc::Relocate(pc), Wait::DeleteUnusedBgsMutex);
                 }
                 // __btrfs_balance: a chunk item the cleaner removed is not

@@ -108,7 +108,7 @@ impl Site {
         }
     }
 
-    /// The errnos the engine gives a meaning to at this site (MODEL.md's
+    /// The errnos the engine gives a meaning to at this site (docs/model.md's
     /// table). Anything else is refused when the plan is parsed, so a typo
     /// cannot silently become a no-op.
     pub fn errnos(self) -> &'static [Errno] {
