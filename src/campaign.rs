@@ -1296,7 +1296,7 @@ mod tests {
     fn triage_makes_one_crash_of_many_witnesses_and_knows_a_kept_one() {
         let dir = tempfile::tempdir().unwrap();
         // Witnesses that inject no fault: one crash, the engine's own.
-        let arts: Vec<PathBuf> = artifacts(dir.path(), 16)
+        let arts: Vec<PathBuf> = artifacts(dir.path(), 32)
             .into_iter()
             .filter(|a| decode(&std::fs::read(a).unwrap()).fails.is_empty())
             .take(6)

@@ -128,7 +128,9 @@ impl Bounds {
     /// injected fault, where one is known: the defaults, or for a bug in
     /// the free-space cache path (e44081ef6118) `mount space_cache` with a
     /// data chunk large enough to get a cache (100M) and an alloc that fills
-    /// the metadata bg, so the endio worker creates one.
+    /// the metadata bg, so the endio worker creates one, or for balance
+    /// against the cleaner (67c5e7d464bc) three tasks and an alphabet with
+    /// `free`, `delete_unused` and `relocate`.
     pub fn for_variant(variant: Variant) -> Bounds {
         let mut b = Bounds::new(variant, 2, 4);
         if variant.bug_patch() == Some(bgfuzz_engine::E44081EF6118) {
@@ -157,6 +159,23 @@ impl Bounds {
                 "free",
                 "end",
                 "commit",
+            ]
+            .iter()
+            .map(|i| parse_letter(i).expect("a valid letter"))
+            .collect();
+        }
+        // 67c5e7d464bc: an empty bg on unused_bgs (alloc, free, and the
+        // commit's refs), the cleaner blocked by that commit, and balance of
+        // the mkfs data bg (at 25M with these chunk sizes).
+        if variant.bug_patch() == Some(bgfuzz_engine::F67C5E7D464BC) {
+            b.tasks = 3;
+            b.alphabet = [
+                "start",
+                "alloc data 4K",
+                "free",
+                "commit",
+                "delete_unused",
+                "relocate 25M",
             ]
             .iter()
             .map(|i| parse_letter(i).expect("a valid letter"))
@@ -549,9 +568,14 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                     for (i, letter) in self.bounds.alphabet.iter().enumerate() {
                         let needs_handle = match letter {
                             Letter::FreeAny => true,
-                            Letter::Op(op) => {
-                                !matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio)
-                            }
+                            Letter::Op(op) => !matches!(
+                                op,
+                                Op::Start
+                                    | Op::Join
+                                    | Op::DeleteUnused
+                                    | Op::Endio
+                                    | Op::Relocate { .. }
+                            ),
                         };
                         if needs_handle != has_handle {
                             continue;

@@ -58,12 +58,13 @@ enum OpKind {
     DeleteUnused,
     Continue,
     Endio,
+    Relocate,
 }
 
 /// Each operation kind with the header byte that holds its swarm weight.
 /// The first nine are the original layout; later kinds take bytes appended
 /// after it.
-const OP_KINDS: [(OpKind, usize); 10] = [
+const OP_KINDS: [(OpKind, usize); 11] = [
     (OpKind::Start, 4),
     (OpKind::Join, 5),
     (OpKind::Alloc, 6),
@@ -74,6 +75,7 @@ const OP_KINDS: [(OpKind, usize); 10] = [
     (OpKind::DeleteUnused, 11),
     (OpKind::Continue, 12),
     (OpKind::Endio, AT_W_ENDIO),
+    (OpKind::Relocate, AT_W_RELOCATE),
 ];
 
 /// A generated scenario. Its `Debug` is the normalized script of its run
@@ -121,8 +123,10 @@ const AT_MOUNT: usize = 22;
 const AT_W_ENDIO: usize = 23;
 /// 24: the allocation kind mix ([`KIND_MIXES`]).
 const AT_KIND_MIX: usize = 24;
+/// 25: swarm weight of `relocate`.
+const AT_W_RELOCATE: usize = 25;
 /// Bytes of the fixed header: tasks, sizes, swarm weights, faults, mount
-/// options. 25-27 are read as zero today and kept for later operations, so
+/// options. 26-27 are read as zero today and kept for later operations, so
 /// adding one does not move the step records again.
 pub const HEADER_LEN: usize = 28;
 /// Bytes per step record: task, operation, two arguments.
@@ -217,6 +221,12 @@ fn generate(bytes: &[u8]) -> Scenario {
             OpKind::Commit => Action::Begin(Op::Commit),
             OpKind::DeleteUnused => Action::Begin(Op::DeleteUnused),
             OpKind::Endio => Action::Begin(Op::Endio),
+            // A bg index, in 4K units so the script parses: the loose
+            // runner maps it onto a chunk that exists when the step runs
+            // (see `run::map_op`).
+            OpKind::Relocate => Action::Begin(Op::Relocate {
+                start: (r(2) as u64 + 1) * SZ_4K,
+            }),
             OpKind::Continue => Action::Continue,
         };
         debug_assert!(task < MAX_TASKS);

@@ -1159,7 +1159,7 @@ fn list() -> anyhow::Result<ExitCode> {
 }
 
 /// The script operations, as `bgfuzz list` shows them.
-const OPERATIONS: [(&str, &str); 10] = [
+const OPERATIONS: [(&str, &str); 11] = [
     ("start", "btrfs_start_transaction: take a handle"),
     (
         "join",
@@ -1189,6 +1189,10 @@ const OPERATIONS: [(&str, &str); 10] = [
     (
         "endio",
         "a free-space cache endio worker completes the oldest cache IO (no handle held)",
+    ),
+    (
+        "relocate START",
+        "balance one chunk by logical start (e.g. 289M): btrfs_relocate_chunk of an empty bg (no handle held)",
     ),
     (
         "continue",

@@ -21,10 +21,11 @@ pub enum ViolationKind {
     SpaceAccounting,
     Deadlock,
     WriteAfterAbort,
+    KernelAssert,
 }
 
 impl ViolationKind {
-    pub const ALL: [ViolationKind; 7] = [
+    pub const ALL: [ViolationKind; 8] = [
         ViolationKind::AbortEnoentOutsideCritical,
         ViolationKind::BgItemMissingAtCommit,
         ViolationKind::UnjustifiedAbort,
@@ -32,6 +33,7 @@ impl ViolationKind {
         ViolationKind::SpaceAccounting,
         ViolationKind::Deadlock,
         ViolationKind::WriteAfterAbort,
+        ViolationKind::KernelAssert,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +45,7 @@ impl ViolationKind {
             ViolationKind::SpaceAccounting => "space-accounting",
             ViolationKind::Deadlock => "deadlock",
             ViolationKind::WriteAfterAbort => "write-after-abort",
+            ViolationKind::KernelAssert => "kernel-assert",
         }
     }
 
@@ -92,6 +95,16 @@ impl Oracles {
 
     /// Judges one step: the events it produced and the state after it.
     pub fn after_step(&mut self, engine: &Engine, events: &[Event]) -> Option<Finding> {
+        // Oracle 8, first: a BUG_ON or ASSERT stops the kernel there, so
+        // nothing after it in the step means anything.
+        for e in events {
+            if let Event::KernelAssert { site, what } = e {
+                return finding(
+                    ViolationKind::KernelAssert,
+                    format!("the kernel BUGs in {site}: {what}"),
+                );
+            }
+        }
         for e in events {
             if let Event::Abort(a) = e {
                 if self.first_abort.is_none() {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::run::{RanStep, Run};
 use crate::scenario::{step_text, Action};
-use bgfuzz_engine::{Done, Event, StepOutcome};
+use bgfuzz_engine::{fmt_size, Done, Event, StepOutcome};
 
 /// The normalized script, each step annotated with what it did.
 pub fn annotated_script(run: &Run) -> String {
@@ -97,6 +97,7 @@ fn errno_text(e: Errno) -> &'static str {
         Errno::ENOSPC => "No space left",
         Errno::EROFS => "Readonly filesystem",
         Errno::EINVAL => "Invalid argument",
+        Errno::EINPROGRESS => "Operation now in progress",
     }
 }
 
@@ -282,6 +283,9 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
             Event::SystemChunkForced { bg: id } => {
                 parts.push(format!("check_system_chunk: {} created first", bg(*id)))
             }
+            Event::KernelAssert { site, what } => {
+                parts.push(format!("KERNEL ASSERT in {site}: {what}"))
+            }
         }
     }
     match s.outcome {
@@ -299,6 +303,10 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
                 run.engine.bg(bg).name()
             )),
             Done::NoIo => parts.push("no cache IO in flight".to_string()),
+            Done::Relocated { start } => {
+                parts.push(format!("chunk {} relocated and removed", fmt_size(start)))
+            }
+            Done::NoChunk => parts.push("no chunk there: nothing to relocate".to_string()),
             Done::Freed { .. } | Done::RanRefs { .. } | Done::Ended => {}
         },
         StepOutcome::Finished(Err(e)) => parts.push(format!("returns -{}", e.errno)),

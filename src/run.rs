@@ -6,8 +6,8 @@
 //! strict script that replays exactly.
 
 use bgfuzz_engine::{
-    task_name, Engine, Event, ExtentState, Op, Patches, Status, StepOutcome, TaskId, UsageError,
-    MAX_TASKS,
+    task_name, BgList, Engine, Event, ExtentState, Op, Patches, Status, StepOutcome, TaskId,
+    UsageError, MAX_TASKS, SZ_4K,
 };
 use bgfuzz_failpoints::FailGuard;
 
@@ -310,7 +310,7 @@ impl Runner<'_> {
                     task_name(t)
                 ),
             ),
-            Some(h) if matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio) => self.script_error(
+            Some(h) if matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio | Op::Relocate { .. }) => self.script_error(
                 step.line,
                 format!(
                     "`{what}`: task {} already holds a handle on transaction {}{} (end it first with `{}: end`)",
@@ -339,7 +339,11 @@ impl Runner<'_> {
         }
         let has_handle = self.engine.handle(t).is_some();
         match op {
-            Op::Start | Op::Join | Op::DeleteUnused | Op::Endio if has_handle => None,
+            Op::Start | Op::Join | Op::DeleteUnused | Op::Endio | Op::Relocate { .. }
+                if has_handle =>
+            {
+                None
+            }
             Op::Endio if !self.engine.io_to_complete() => None,
             Op::Free { extent }
                 if self.engine.extent(extent).is_some_and(|e| {
@@ -360,6 +364,29 @@ impl Runner<'_> {
                 }
                 let e = live[(extent.0 as usize).saturating_sub(1) % live.len()];
                 Some(Op::Free { extent: e.id })
+            }
+            // A start that names no bg is taken as an index into the cache
+            // tree (in logical order): the generator cannot know the starts.
+            Op::Relocate { start } if self.engine.cache_tree().contains_key(&start) => Some(op),
+            // Read-only bgs and those on `unused_bgs` (the cleaner's) come
+            // first: that is where balance meets the cleaner.
+            Op::Relocate { start } => {
+                let tree = self.engine.cache_tree();
+                let contested: Vec<u64> = tree
+                    .iter()
+                    .filter(|(_, &id)| {
+                        let bg = self.engine.bg(id);
+                        bg.ro || bg.bg_list == BgList::UnusedBgs
+                    })
+                    .map(|(&s, _)| s)
+                    .collect();
+                let starts = if contested.is_empty() {
+                    tree.keys().copied().collect()
+                } else {
+                    contested
+                };
+                let i = (start / SZ_4K) as usize % starts.len().max(1);
+                starts.get(i).map(|&start| Op::Relocate { start })
             }
             op => Some(op),
         }

@@ -489,12 +489,19 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
                 })?;
             Action::Begin(Op::Free { extent: ExtentId(n) })
         }
+        // The chunk by its logical start, as `btrfs balance start
+        // -dvrange=START..` would pick it.
+        "relocate" => {
+            want(1)?;
+            let start = parse_size(args[0], line)?;
+            Action::Begin(Op::Relocate { start })
+        }
         "" => return err(line, "missing operation after `:`"),
         _ => {
             return err(
                 line,
                 format!(
-                    "unknown operation `{}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, endio, continue)",
+                    "unknown operation `{}` (known: start, join, alloc, free, run_delayed_refs, end, commit, delete_unused, endio, relocate, continue)",
                     shown(op)
                 ),
             )

@@ -464,6 +464,9 @@ fn event_record(run: &Run, ev: &Event) -> EventRecord {
         Event::UseAfterFree { bg: b, site } => {
             (r.kind, r.bg, r.detail) = ("use_after_free", bg(b), Some(site.to_string()))
         }
+        Event::KernelAssert { site, what } => {
+            (r.kind, r.detail) = ("kernel_assert", Some(format!("{site}: {what}")))
+        }
     }
     r
 }
@@ -568,6 +571,8 @@ fn done_text(run: &Run, d: Done) -> Option<String> {
         Done::Deleted { count } => format!("{count} bg(s) deleted"),
         Done::IoDone { bg } => format!("cache IO of {} done", run.engine.bg(bg).name()),
         Done::NoIo => "no cache IO in flight".to_string(),
+        Done::Relocated { start } => format!("chunk {} relocated and removed", fmt_size(start)),
+        Done::NoChunk => "no chunk there: nothing to relocate".to_string(),
     })
 }
 

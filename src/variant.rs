@@ -10,8 +10,8 @@
 use std::fmt;
 
 use crate::engine::{
-    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, F675DFE1223A6, F7785A663C4BE,
-    FF1F8250,
+    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, F675DFE1223A6, F67C5E7D464BC,
+    F7785A663C4BE, FF1F8250,
 };
 
 /// One row of the variant table.
@@ -63,6 +63,11 @@ const VARIANTS: &[VariantDef] = &[
         name: "bug-acaeedb1",
         description: "fixed without acaeedb193a5: bgs an error left on btrfs_start_dirty_block_groups' local list leak",
         patches: Patches::FIXED.without(ACAEEDB193A5),
+    },
+    VariantDef {
+        name: "bug-67c5e7d4",
+        description: "fixed without 67c5e7d464bc: balance relocates and removes a bg the cleaner set ro and is about to remove; the cleaner's btrfs_remove_chunk hits ASSERT(0)",
+        patches: Patches::FIXED.without(F67C5E7D464BC),
     },
 ];
 

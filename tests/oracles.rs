@@ -320,3 +320,47 @@ fn incremental_space_accounting_agrees_with_the_full_walk() {
     assert!(steps_checked > 10_000, "{steps_checked} steps");
     assert!(broken_checked > 1_000, "{broken_checked}");
 }
+
+#[test]
+fn kernel_assert_fires_when_balance_and_the_cleaner_remove_one_chunk() {
+    let s =
+        Scenario::parse(&std::fs::read("corpus/scripts/zoo/bug-67c5e7d4.scn").unwrap()).unwrap();
+    let bug = Variant::parse("bug-67c5e7d4").unwrap();
+    let r = run(&s, bug, Mode::Strict).unwrap();
+    let v = r.violation.unwrap();
+    assert_eq!(v.finding.kind, ViolationKind::KernelAssert);
+    assert!(
+        v.finding.message.contains("btrfs_remove_chunk"),
+        "{}",
+        v.finding.message
+    );
+    // The second removal is the cleaner's (task D), after balance's (B).
+    assert_eq!(r.steps[v.step].step.task, 3);
+    // With the fix, balance waits on delete_unused_bgs_mutex and then finds
+    // no chunk: no violation.
+    let r = run(&s, Variant::FIXED, Mode::Strict).unwrap();
+    assert!(r.violation.is_none());
+    assert!(r.steps.iter().any(|st| matches!(
+        st.outcome,
+        StepOutcome::Blocked(bgfuzz::engine::Wait::DeleteUnusedBgsMutex)
+    )));
+}
+
+#[test]
+fn kernel_assert_is_judged_before_every_other_oracle() {
+    let mut o = Oracles::new();
+    let e = engine();
+    let ev = [
+        Event::RefUnderflow {
+            bg: data_bg(&e),
+            site: "here",
+        },
+        Event::KernelAssert {
+            site: "btrfs_remove_block_group",
+            what: "BUG_ON(!block_group)".into(),
+        },
+    ];
+    let f = o.after_step(&e, &ev).unwrap();
+    assert_eq!(f.kind, ViolationKind::KernelAssert);
+    assert!(f.message.contains("BUG_ON(!block_group)"));
+}

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use crate::{
     BgId, BgList, BlockGroup, DelayedRef, DirtyList, Done, Engine, Errno, Error, Event, ExtentId,
     ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, Wait,
-    ACAEEDB193A5, E33E17EE1098, E44081EF6118, F675DFE1223A6, F7248E0CEBBE, FF1F8250,
+    ACAEEDB193A5, E33E17EE1098, E44081EF6118, F675DFE1223A6, F67C5E7D464BC, F7248E0CEBBE, FF1F8250,
     FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
 };
 
@@ -686,21 +686,34 @@ impl Engine {
     }
 
     /// The `delete_unused` operation, fs/btrfs/extent-tree.c
-    /// `btrfs_delete_unused_bgs`: one bg a step.
+    /// `btrfs_delete_unused_bgs`: one bg a step. With 67c5e7d464bc it holds
+    /// `delete_unused_bgs_mutex` per bg from before its ro check until its
+    /// transaction has ended. The kernel takes the bg off `unused_bgs` and
+    /// then locks; the model blocks on the mutex before taking it off (no
+    /// other task looks at that list head meanwhile, so nothing can tell).
     pub(crate) fn step_delete_unused(&mut self, task: TaskId, mut d: DelPc) -> Stepped {
         if d.current.is_none() {
-            let Some(id) = self.unused_bgs.pop_front() else {
+            let Some(&id) = self.unused_bgs.front() else {
                 return Stepped::Finished(Ok(Done::Deleted { count: d.count }));
             };
+            // `if (ret || btrfs_mixed_space_info(space_info))` comes before
+            // the lock.
+            if !d.failed && self.applied(F67C5E7D464BC) && !self.lock_delete_unused_bgs_mutex(task)
+            {
+                return Stepped::Blocked(Pc::DeleteUnused(d), Wait::DeleteUnusedBgsMutex);
+            }
+            self.unused_bgs.pop_front();
             self.bgm(id).bg_list = BgList::None;
             let bg = self.bg(id);
             if d.failed || bg.used != 0 || bg.reserved != 0 || bg.ro {
+                self.unlock_delete_unused_bgs_mutex(task);
                 self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
                 return self.delete_unused_next(d);
             }
             // "We don't want to force the issue, only flip if it's ok."
             if self.set_block_group_ro(id).is_err() {
                 self.events.push(Event::BgKeptForSpace { bg: id });
+                self.unlock_delete_unused_bgs_mutex(task);
                 self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
                 return self.delete_unused_next(d);
             }
@@ -721,13 +734,16 @@ impl Engine {
                 self.btrfs_set_block_group_rw(id);
                 d.failed = true;
                 d.current = None;
+                self.unlock_delete_unused_bgs_mutex(task);
                 self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
                 return self.delete_unused_next(d);
             }
             Ok(Ok(t)) => t,
         };
-        self.btrfs_remove_chunk(task, transid, id);
-        if self.handle_aborted(task) {
+        // The bg may be gone by now: balance removed it (no 67c5e7d464bc).
+        let start = self.bg(id).start;
+        let ret = self.btrfs_remove_chunk(task, transid, start);
+        if ret.is_err() || self.handle_aborted(task) {
             d.failed = true;
         } else {
             d.count += 1;
@@ -741,6 +757,7 @@ impl Engine {
         }
         let _ = self.release_handle(task);
         d.current = None;
+        self.unlock_delete_unused_bgs_mutex(task);
         self.btrfs_put_block_group(id, "btrfs_delete_unused_bgs");
         self.delete_unused_next(d)
     }

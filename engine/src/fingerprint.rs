@@ -18,6 +18,7 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::relocation::RelocPc;
 use crate::types::*;
 use crate::{CommitPc, DelPc, Engine, Pc, TaskState};
 
@@ -217,6 +218,14 @@ fn hash_pc(pc: &Option<Pc>, h: &mut FpHasher) {
         }) => {
             h.write_u8(7);
             (current, failed).hash(h);
+        }
+        Pc::Relocate(r) => {
+            // Names a chunk by its start, never a task.
+            h.write_u8(9);
+            match *r {
+                RelocPc::Lock { start } => (0u8, start).hash(h),
+                RelocPc::Remove { start } => (1u8, start).hash(h),
+            }
         }
     }
 }
@@ -499,6 +508,9 @@ impl Engine {
                 hs[t].write_usize(i);
             }
         }
+        if let Some(t) = self.delete_unused_bgs_mutex {
+            hs[t].write_u8(0xfd);
+        }
         // Tasks not in play keep their names: their keys are only hashed,
         // never sorted, and stay distinct by position.
         std::array::from_fn(|t| (if t < n { hs[t].finish128() } else { 0 }, t))
@@ -522,6 +534,7 @@ impl Engine {
             unused_bgs,
             cache_io,
             fs_error,
+            delete_unused_bgs_mutex,
             committed,
             // Hashed by the caller, in canonical order.
             tasks: _,
@@ -548,6 +561,7 @@ impl Engine {
             hash_transaction(tr, &self.tasks, rename, h);
         }
         (running, unused_bgs, fs_error).hash(h);
+        delete_unused_bgs_mutex.map(|t| renamed(rename, t)).hash(h);
         h.write_usize(cache_io.len());
         for io in cache_io {
             let CacheIo {
@@ -596,6 +610,7 @@ impl Engine {
         for io in &mut e.cache_io {
             io.worker = io.worker.map(swap);
         }
+        e.delete_unused_bgs_mutex = e.delete_unused_bgs_mutex.map(swap);
         e
     }
 }

@@ -22,6 +22,7 @@ mod extent_tree;
 mod fingerprint;
 mod free_space_cache;
 mod patches;
+mod relocation;
 mod state;
 mod transaction;
 mod types;
@@ -35,6 +36,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use extent_tree::DelPc;
 use free_space_cache::EndioPc;
+use relocation::RelocPc;
 use transaction::CommitPc;
 
 /// Where a task's operation stands between steps.
@@ -60,6 +62,7 @@ enum Pc {
     WaitCommit(u64),
     DeleteUnused(DelPc),
     Endio(EndioPc),
+    Relocate(RelocPc),
 }
 
 /// How one step of an operation ended, with where it resumes: the one
@@ -109,6 +112,8 @@ pub struct Engine {
     pub(crate) cache_io: VecDeque<CacheIo>,
     /// `BTRFS_FS_STATE_ERROR`.
     pub(crate) fs_error: bool,
+    /// `fs_info->delete_unused_bgs_mutex` (67c5e7d464bc): the task holding it.
+    pub(crate) delete_unused_bgs_mutex: Option<TaskId>,
     pub(crate) committed: Committed,
     tasks: [TaskState; MAX_TASKS],
     pub(crate) events: Vec<Event>,
@@ -160,6 +165,7 @@ impl Engine {
             unused_bgs: VecDeque::new(),
             cache_io: VecDeque::new(),
             fs_error: false,
+            delete_unused_bgs_mutex: None,
             committed: Committed::default(),
             tasks: Default::default(),
             events: Vec::new(),
@@ -235,6 +241,10 @@ impl Engine {
     }
     pub fn fs_error(&self) -> bool {
         self.fs_error
+    }
+    /// The task holding `delete_unused_bgs_mutex`, if any.
+    pub fn delete_unused_bgs_mutex(&self) -> Option<TaskId> {
+        self.delete_unused_bgs_mutex
     }
     pub fn committed(&self) -> &Committed {
         &self.committed
@@ -382,6 +392,21 @@ impl Engine {
                 Some(pc) => Pc::Endio(pc),
                 None => return Ok(StepOutcome::Finished(Ok(Done::NoIo))),
             },
+            // Balance is an ioctl that starts its own transactions: a task
+            // holding a handle cannot run it.
+            Op::Relocate { .. } if has_handle => return einval(),
+            // btrfs_ioctl_balance: `if
+            // (atomic_xchg(&fs_info->mutually_exclusive_operation_running,
+            // 1))` ... `ret = -EINPROGRESS`: one balance at a time.
+            Op::Relocate { .. }
+                if self
+                    .tasks
+                    .iter()
+                    .any(|t| matches!(t.pc, Some(Pc::Relocate(_)))) =>
+            {
+                return Ok(StepOutcome::Finished(Err(Error::model(Errno::EINPROGRESS))))
+            }
+            Op::Relocate { start } => Pc::Relocate(RelocPc::Lock { start }),
         };
         self.tasks[task].pc = Some(pc);
         self.tasks[task].blocked = None;
@@ -417,6 +442,7 @@ impl Engine {
             Pc::WaitCommit(transid) => self.commit_wait_other(transid),
             Pc::DeleteUnused(d) => self.step_delete_unused(task, d),
             Pc::Endio(e) => self.step_endio(task, e),
+            Pc::Relocate(r) => self.step_relocate(task, r),
         };
         match stepped {
             Stepped::Yielded(pc) => {

@@ -92,6 +92,14 @@ pub const E33E17EE1098: PatchId = PatchId(6);
 /// an aborted commit never hands to `btrfs_finish_extent_commit`.
 pub const F7785A663C4BE: PatchId = PatchId(7);
 
+/// 67c5e7d464bc ("Btrfs: fix race between balance and unused block group
+/// deletion"): `btrfs_delete_unused_bgs` holds `delete_unused_bgs_mutex`
+/// from its ro check to the end of its transaction, and balance holds it
+/// around each chunk's lookup and relocation. Without it, balance removes a
+/// chunk the cleaner set ro and is about to remove: the cleaner's
+/// `btrfs_remove_chunk` finds no extent map and hits `ASSERT(0)`.
+pub const F67C5E7D464BC: PatchId = PatchId(8);
+
 /// Every modelled patch, indexed by [`PatchId`].
 pub const PATCHES: &[Patch] = &[
     Patch {
@@ -157,6 +165,14 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("bg-refcount"),
         file: "fs/btrfs/transaction.c",
+    },
+    Patch {
+        id: "67c5e7d464bc",
+        title: "Btrfs: fix race between balance and unused block group deletion",
+        kernel: "v4.2",
+        kind: PatchKind::Fix,
+        expected: Some("kernel-assert"),
+        file: "fs/btrfs/volumes.c",
     },
 ];
 

@@ -56,4 +56,23 @@ impl Engine {
         self.extent_mut(ext).state = ExtentState::Failed;
         Stepped::Finished(Err(err))
     }
+
+    /// `mutex_lock(&fs_info->delete_unused_bgs_mutex)`: false when another
+    /// task holds it (the caller blocks on [`crate::Wait::DeleteUnusedBgsMutex`]).
+    pub(crate) fn lock_delete_unused_bgs_mutex(&mut self, task: TaskId) -> bool {
+        match self.delete_unused_bgs_mutex {
+            Some(holder) => holder == task,
+            None => {
+                self.delete_unused_bgs_mutex = Some(task);
+                true
+            }
+        }
+    }
+
+    /// `mutex_unlock(&fs_info->delete_unused_bgs_mutex)`, if `task` holds it.
+    pub(crate) fn unlock_delete_unused_bgs_mutex(&mut self, task: TaskId) {
+        if self.delete_unused_bgs_mutex == Some(task) {
+            self.delete_unused_bgs_mutex = None;
+        }
+    }
 }

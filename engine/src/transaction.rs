@@ -82,6 +82,7 @@ impl Engine {
             Wait::ExtWriters(t) => self.trans(t).num_extwriters == 0,
             Wait::Writers(t) => self.trans(t).num_writers == 1,
             Wait::CacheIo(bg, _) => !self.cache_io.iter().any(|io| io.bg == bg),
+            Wait::DeleteUnusedBgsMutex => self.delete_unused_bgs_mutex.is_none(),
         }
     }
 

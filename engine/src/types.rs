@@ -481,6 +481,9 @@ pub enum Wait {
     /// `btrfs_wait_cache_io`: the endio worker of this bg's free-space
     /// cache IO has finished (the bg's logical start, for the report).
     CacheIo(BgId, u64),
+    /// `mutex_lock(&fs_info->delete_unused_bgs_mutex)` (67c5e7d464bc): its
+    /// holder releases it.
+    DeleteUnusedBgsMutex,
 }
 
 impl fmt::Display for Wait {
@@ -495,6 +498,7 @@ impl fmt::Display for Wait {
                 "waiting for the cache IO of bg {} (btrfs_wait_cache_io)",
                 fmt_size(*start)
             ),
+            Wait::DeleteUnusedBgsMutex => f.write_str("waiting for delete_unused_bgs_mutex"),
         }
     }
 }
@@ -518,6 +522,12 @@ pub enum Op {
     /// A free-space endio worker (`btrfs_finish_ordered_io` on a cache
     /// inode) completes the oldest cache IO no worker has taken.
     Endio,
+    /// Balance of one chunk, named by its logical start (`btrfs balance`
+    /// with `-dvrange=`/`-mvrange=` picking one chunk): `__btrfs_balance`'s
+    /// chunk lookup, then `btrfs_relocate_chunk`.
+    Relocate {
+        start: u64,
+    },
 }
 
 impl fmt::Display for Op {
@@ -532,6 +542,7 @@ impl fmt::Display for Op {
             Op::Commit => f.write_str("commit"),
             Op::DeleteUnused => f.write_str("delete_unused"),
             Op::Endio => f.write_str("endio"),
+            Op::Relocate { start } => write!(f, "relocate {}", fmt_size(*start)),
         }
     }
 }
@@ -566,6 +577,12 @@ pub enum Done {
     },
     /// `endio` with no cache IO in flight: nothing to do.
     NoIo,
+    /// `relocate` relocated and removed the chunk at `start`.
+    Relocated {
+        start: u64,
+    },
+    /// `relocate` found no chunk item at its start: nothing to do.
+    NoChunk,
 }
 
 /// How a step ended.
@@ -701,5 +718,12 @@ pub enum Event {
     UseAfterFree {
         bg: BgId,
         site: &'static str,
+    },
+    /// The kernel would hit a `BUG_ON` or `ASSERT` here (with
+    /// CONFIG_BTRFS_ASSERT): `site` is the function, `what` the failed
+    /// condition.
+    KernelAssert {
+        site: &'static str,
+        what: String,
     },
 }

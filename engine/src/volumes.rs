@@ -1,7 +1,8 @@
 //! fs/btrfs/volumes.c: chunks and device extents. Allocating a chunk
 //! (`btrfs_alloc_chunk`: `find_free_dev_extent`, `find_next_chunk`), its
 //! chunk item in phase 2 (`btrfs_finish_chunk_alloc`), and removing it
-//! (`btrfs_remove_chunk`).
+//! (`btrfs_remove_chunk`), and balance's loop over chunks
+//! (`__btrfs_balance`, `btrfs_relocate_chunk`) as the `relocate` operation.
 //!
 //! Modelled: one device, one stripe per chunk (the SINGLE profile), a
 //! first-fit device hole search past the first 1 MiB, logical chunk starts
@@ -13,7 +14,11 @@
 //! computed one), and device replace. No failpoint sites (a chunk allocation's failure is the
 //! `bg_create` site in extent_tree.rs). See docs/model.md.
 
-use crate::{BgId, ChunkItem, Engine, Kind, TaskId, SZ_1M};
+use crate::relocation::RelocPc;
+use crate::{
+    fmt_size, BgId, ChunkItem, Done, Engine, Errno, Error, Event, Kind, Pc, Stepped, TaskId,
+    TransType, Wait, F67C5E7D464BC, SZ_1M,
+};
 
 /// The first 1 MiB of the device holds no chunk (superblock area).
 pub(crate) const DEV_RESERVED: u64 = SZ_1M;
@@ -91,15 +96,92 @@ impl Engine {
         self.chunk_tree.insert(start, chunk);
     }
 
-    /// fs/btrfs/volumes.c, `btrfs_remove_chunk`: the chunk item and device
-    /// extent go, then `btrfs_remove_block_group` (extent-tree.c).
-    pub(crate) fn btrfs_remove_chunk(&mut self, task: TaskId, transid: u64, id: BgId) {
-        let (start, dev_offset) = {
-            let bg = self.bg(id);
-            (bg.start, bg.dev_offset)
+    /// fs/btrfs/volumes.c, `btrfs_remove_chunk`: the extent map lookup,
+    /// then the chunk item and device extent go, then
+    /// `btrfs_remove_block_group` (extent-tree.c). The model's extent map
+    /// is the bg's entry in the cache tree (both live from phase 1 to the
+    /// removal). A chunk already removed is v4.1's `ASSERT(0)` ("This is a
+    /// logic error"); without CONFIG_BTRFS_ASSERT it returns -EINVAL, no
+    /// abort.
+    pub(crate) fn btrfs_remove_chunk(
+        &mut self,
+        task: TaskId,
+        transid: u64,
+        start: u64,
+    ) -> Result<(), Error> {
+        let Some(&id) = self.cache_tree.get(&start) else {
+            self.events.push(Event::KernelAssert {
+                site: "btrfs_remove_chunk",
+                what: format!(
+                    "ASSERT(0): no extent map for chunk {} (already removed)",
+                    fmt_size(start)
+                ),
+            });
+            return Err(Error::model(Errno::EINVAL));
         };
+        let dev_offset = self.bg(id).dev_offset;
         self.chunk_tree.remove(&start);
         self.dev_extents.remove(&dev_offset);
         self.btrfs_remove_block_group(task, transid, id);
+        Ok(())
+    }
+
+    /// The `relocate` operation: fs/btrfs/volumes.c, `__btrfs_balance` for
+    /// one chunk, then `btrfs_relocate_chunk`. With 67c5e7d464bc, balance
+    /// holds `delete_unused_bgs_mutex` from the chunk lookup
+    /// (`btrfs_search_slot` on the chunk tree) to the end of
+    /// `btrfs_relocate_chunk`; without it, nothing orders it against the
+    /// cleaner. Steps: lock, look up, `btrfs_can_relocate`,
+    /// `btrfs_relocate_block_group` (set ro), yield; then
+    /// `btrfs_start_transaction` (may block), `btrfs_remove_chunk`,
+    /// `btrfs_end_transaction`, unlock.
+    pub(crate) fn step_relocate(&mut self, task: TaskId, pc: RelocPc) -> Stepped {
+        match pc {
+            RelocPc::Lock { start } => {
+                if self.applied(F67C5E7D464BC) && !self.lock_delete_unused_bgs_mutex(task) {
+                    return Stepped::Blocked(Pc::Relocate(pc), Wait::DeleteUnusedBgsMutex);
+                }
+                // __btrfs_balance: a chunk item the cleaner removed is not
+                // found, so there is nothing to relocate.
+                if !self.chunk_tree.contains_key(&start) {
+                    self.unlock_delete_unused_bgs_mutex(task);
+                    return Stepped::Finished(Ok(Done::NoChunk));
+                }
+                let ret = self
+                    .btrfs_can_relocate(start)
+                    .and_then(|()| self.btrfs_relocate_block_group(start));
+                if let Err(errno) = ret {
+                    self.unlock_delete_unused_bgs_mutex(task);
+                    return Stepped::Finished(Err(Error::model(errno)));
+                }
+                Stepped::Yielded(Pc::Relocate(RelocPc::Remove { start }))
+            }
+            RelocPc::Remove { start } => {
+                let transid = match self.join_transaction(task, TransType::Start) {
+                    Err(w) => return Stepped::Blocked(Pc::Relocate(pc), w),
+                    Ok(Err(e)) => {
+                        // The bg stays ro, as after a failed balance.
+                        self.unlock_delete_unused_bgs_mutex(task);
+                        return Stepped::Finished(Err(e));
+                    }
+                    Ok(Ok(t)) => t,
+                };
+                let ret = self.btrfs_remove_chunk(task, transid, start);
+                let end = self.release_handle(task);
+                self.unlock_delete_unused_bgs_mutex(task);
+                Stepped::Finished(ret.and(end).map(|()| Done::Relocated { start }))
+            }
+        }
+    }
+
+    /// fs/btrfs/volumes.c, `btrfs_can_relocate`: whether the bg's used bytes
+    /// fit elsewhere. The model moves no extents, so it relocates only an
+    /// empty bg and refuses any other with ENOSPC (as `btrfs_relocate_chunk`
+    /// turns a refusal here into `-ENOSPC`).
+    fn btrfs_can_relocate(&self, start: u64) -> Result<(), Errno> {
+        match self.cache_tree.get(&start) {
+            Some(&id) if self.bg(id).used != 0 || self.bg(id).reserved != 0 => Err(Errno::ENOSPC),
+            _ => Ok(()),
+        }
     }
 }

@@ -20,16 +20,19 @@ pub enum Errno {
     EINVAL,
     ENOSPC,
     EROFS,
+    /// A second balance while one runs (`btrfs_ioctl_balance`).
+    EINPROGRESS,
 }
 
 impl Errno {
-    pub const ALL: [Errno; 6] = [
+    pub const ALL: [Errno; 7] = [
         Errno::ENOENT,
         Errno::EIO,
         Errno::ENOMEM,
         Errno::EINVAL,
         Errno::ENOSPC,
         Errno::EROFS,
+        Errno::EINPROGRESS,
     ];
 
     /// The positive errno number (`-ENOENT` is printed as `-2`).
@@ -41,6 +44,7 @@ impl Errno {
             Errno::EINVAL => 22,
             Errno::ENOSPC => 28,
             Errno::EROFS => 30,
+            Errno::EINPROGRESS => 115,
         }
     }
 
@@ -52,6 +56,7 @@ impl Errno {
             Errno::EINVAL => "EINVAL",
             Errno::ENOSPC => "ENOSPC",
             Errno::EROFS => "EROFS",
+            Errno::EINPROGRESS => "EINPROGRESS",
         }
     }
 }
