@@ -1072,9 +1072,13 @@ fn hunt_cmd(
         "minimized"
     );
     for (b, kind, at, steps, _) in &rows {
-        let (id, kernel) = match b.fixes.first() {
-            Some(p) => (p.patch().id, p.patch().kernel),
-            None => ("(none alone)", "-"),
+        let (id, kernel) = if b.fixes.is_empty() {
+            ("(none alone)".to_string(), "-".to_string())
+        } else {
+            // Several fixes each remove it alone: "a / b".
+            let ids: Vec<&str> = b.fixes.iter().map(|p| p.patch().id).collect();
+            let ks: Vec<&str> = b.fixes.iter().map(|p| p.patch().kernel).collect();
+            (ids.join(" / "), ks.join(" / "))
         };
         outln!(
             "{:<14} {:<8} {:<32} {:>9} {:>8.3}s {:>9}",
@@ -1086,9 +1090,16 @@ fn hunt_cmd(
             steps
         );
     }
+    // Only the bugs this variant can have: a fix whose feature it lacks
+    // removes nothing here.
     let missing: Vec<_> = variant
         .missing_fixes()
         .iter()
+        .filter(|p| {
+            p.patch()
+                .needs
+                .is_none_or(|f| variant.patches().contains(f))
+        })
         .filter(|p| !rows.iter().any(|(b, ..)| b.fixes.contains(p)))
         .map(|p| p.patch().id)
         .collect();

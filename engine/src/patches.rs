@@ -39,6 +39,9 @@ pub struct Patch {
     pub expected: Option<&'static str>,
     /// The kernel file it changes where the engine models it.
     pub file: &'static str,
+    /// The feature (a row of this table) whose code the fix changes: a
+    /// kernel without the feature cannot have the bug.
+    pub needs: Option<PatchId>,
 }
 
 /// A row of [`PATCHES`], by index.
@@ -109,6 +112,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("abort-enoent-outside-critical"),
         file: "fs/btrfs/extent-tree.c",
+        needs: None,
     },
     Patch {
         id: "e44081ef6118",
@@ -117,6 +121,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("unjustified-abort"),
         file: "fs/btrfs/extent-tree.c",
+        needs: None,
     },
     Patch {
         id: "c79a175175d5",
@@ -125,6 +130,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("bg-refcount"),
         file: "fs/btrfs/disk-io.c",
+        needs: None,
     },
     Patch {
         id: "acaeedb193a5",
@@ -133,6 +139,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("bg-refcount"),
         file: "fs/btrfs/block-group.c",
+        needs: None,
     },
     Patch {
         id: "7248e0cebbef",
@@ -141,6 +148,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Feature,
         expected: None,
         file: "fs/btrfs/block-group.c",
+        needs: None,
     },
     Patch {
         id: "675dfe1223a6",
@@ -149,6 +157,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("bg-item-missing-at-commit"),
         file: "fs/btrfs/block-group.c",
+        needs: Some(F7248E0CEBBE),
     },
     Patch {
         id: "e33e17ee1098",
@@ -157,6 +166,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Feature,
         expected: None,
         file: "fs/btrfs/extent-tree.c",
+        needs: None,
     },
     Patch {
         id: "7785a663c4be",
@@ -165,6 +175,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("bg-refcount"),
         file: "fs/btrfs/transaction.c",
+        needs: Some(E33E17EE1098),
     },
     Patch {
         id: "67c5e7d464bc",
@@ -173,6 +184,7 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("kernel-assert"),
         file: "fs/btrfs/volumes.c",
+        needs: None,
     },
 ];
 
