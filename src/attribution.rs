@@ -86,6 +86,15 @@ pub fn line(run: &Run, ps: &[PatchId]) -> String {
     s
 }
 
+/// The report's attribution line for a run that violated, or `None` when
+/// its patches lack no fix (nothing to attribute).
+pub fn report_line(run: &Run) -> Option<String> {
+    if run.violation.is_none() || Patches::FIXES.minus(run.patches).is_empty() {
+        return None;
+    }
+    Some(line(run, &attribute_run(run)))
+}
+
 /// The bug variant that lacks only `p`, where the table has one.
 pub fn bug_variant(p: PatchId) -> Option<Variant> {
     Variant::BUGS.into_iter().find(|v| v.bug_patch() == Some(p))

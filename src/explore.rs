@@ -137,21 +137,18 @@ impl Bounds {
             b.config.mount.space_cache = true;
             b.config.chunk_size[Kind::Data.index()] = 128 * SZ_1M;
             b.config.device_size = 256 * SZ_1M;
-            b.alphabet = [
+            b.alphabet = letters(&[
                 "start",
                 "alloc data 4K",
                 "alloc metadata 16M",
                 "end",
                 "commit",
-            ]
-            .iter()
-            .map(|i| parse_letter(i).expect("a valid letter"))
-            .collect();
+            ]);
         }
         if variant.bug_patch() == Some(bgfuzz_engine::F675DFE1223A6) {
             // The stale item needs a new bg's extents freed (and their
             // refs run) between phase 2 and the commit.
-            b.alphabet = [
+            b.alphabet = letters(&[
                 "start",
                 "alloc data 16M",
                 "alloc data 4K",
@@ -159,27 +156,21 @@ impl Bounds {
                 "free",
                 "end",
                 "commit",
-            ]
-            .iter()
-            .map(|i| parse_letter(i).expect("a valid letter"))
-            .collect();
+            ]);
         }
         // 67c5e7d464bc: an empty bg on unused_bgs (alloc, free, and the
         // commit's refs), the cleaner blocked by that commit, and balance of
         // the mkfs data bg (at 25M with these chunk sizes).
         if variant.bug_patch() == Some(bgfuzz_engine::F67C5E7D464BC) {
             b.tasks = 3;
-            b.alphabet = [
+            b.alphabet = letters(&[
                 "start",
                 "alloc data 4K",
                 "free",
                 "commit",
                 "delete_unused",
                 "relocate 25M",
-            ]
-            .iter()
-            .map(|i| parse_letter(i).expect("a valid letter"))
-            .collect();
+            ]);
         }
         b
     }
@@ -229,6 +220,14 @@ pub const MAX_OPS: u64 = 64;
 
 /// Parses one alphabet item in script syntax (`alloc data 4K`, `commit`)
 /// or `free` (any live extent).
+/// A built-in alphabet, from script syntax that is known to parse.
+fn letters(items: &[&str]) -> Vec<Letter> {
+    items
+        .iter()
+        .map(|i| parse_letter(i).expect("a valid letter"))
+        .collect()
+}
+
 pub fn parse_letter(item: &str) -> Result<Letter, BoundsError> {
     let item = item.trim();
     let bad = |why: String| BoundsError::Letter {

@@ -725,12 +725,8 @@ fn minimize_cmd(
     if m.exhausted {
         eprintln!("the budget ran out: a larger --budget may shrink it further");
     }
-    if !bgfuzz::engine::Patches::FIXES
-        .minus(m.run.patches)
-        .is_empty()
-    {
-        let fixes = bgfuzz::attribution::attribute_run(&m.run);
-        eprintln!("{}", bgfuzz::attribution::line(&m.run, &fixes));
+    if let Some(line) = bgfuzz::attribution::report_line(&m.run) {
+        eprintln!("{line}");
     }
     if let Some(out) = out {
         // Checked again: the file may have appeared while minimizing.
@@ -743,9 +739,14 @@ fn minimize_cmd(
 
 /// The name a found script is kept under: its kind and a hash of the text.
 fn script_name(m: &Minimized) -> String {
-    let digest = Sha256::digest(m.scenario.print().as_bytes());
+    kept_name("", m.kind, &m.scenario.print())
+}
+
+/// `PREFIXKIND-HASH.scn`: a kept script's name, stable for the same text.
+fn kept_name(prefix: &str, kind: impl std::fmt::Display, text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}.scn", m.kind)
+    format!("{prefix}{kind}-{hex}.scn")
 }
 
 fn progress(label: String) -> ProgressBar {
@@ -855,12 +856,8 @@ fn print_found(o: &Outcome, seed: u64) -> anyhow::Result<()> {
     if let Some(v) = &m.run.violation {
         outln!("\n{}", v.finding.message);
     }
-    if !bgfuzz::engine::Patches::FIXES
-        .minus(m.run.patches)
-        .is_empty()
-    {
-        let fixes = bgfuzz::attribution::attribute_run(&m.run);
-        outln!("{}", bgfuzz::attribution::line(&m.run, &fixes));
+    if let Some(line) = bgfuzz::attribution::report_line(&m.run) {
+        outln!("{line}");
     }
     outln!("\nreproduce: bgfuzz repro {}", path.display());
     Ok(())
@@ -1035,9 +1032,7 @@ fn hunt_cmd(
         let mut scn = scn;
         scn.variant = Some(variant);
         let text = scn.print();
-        let digest = Sha256::digest(text.as_bytes());
-        let hex: String = digest.iter().take(6).map(|x| format!("{x:02x}")).collect();
-        let path = out.join(format!("{kind}-{hex}.scn"));
+        let path = out.join(kept_name("", kind, &text));
         if let Err(e) = bgfuzz::write_atomic(&path, &text) {
             out!("{text}");
             return Err(e.context(format!("keeping the {kind} witness (printed above)")));
@@ -1539,9 +1534,7 @@ fn explore_cmd(a: ExploreArgs) -> anyhow::Result<ExitCode> {
     let mut path = None;
     if let Verdict::Violation(c) = &x.verdict {
         let text = c.scenario.print();
-        let digest = Sha256::digest(text.as_bytes());
-        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        let p = a.out.join(format!("explore-{}-{hex}.scn", c.kind));
+        let p = a.out.join(kept_name("explore-", c.kind, &text));
         bgfuzz::write_atomic(&p, &text)?;
         path = Some(p);
     }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use bgfuzz_engine::{task_name, AbortInfo, Errno, Patches, MAX_TASKS};
+use bgfuzz_engine::{task_name, AbortInfo, Errno, MAX_TASKS};
 use serde::Serialize;
 
 use crate::run::{RanStep, Run};
@@ -182,9 +182,8 @@ pub fn full(run: &Run) -> String {
     match violation_report(run) {
         Some(v) => {
             out.push_str(&v);
-            if !Patches::FIXES.minus(run.patches).is_empty() {
-                let fixes = crate::attribution::attribute_run(run);
-                let _ = writeln!(out, "\n{}", crate::attribution::line(run, &fixes));
+            if let Some(line) = crate::attribution::report_line(run) {
+                let _ = writeln!(out, "\n{line}");
             }
         }
         None => {

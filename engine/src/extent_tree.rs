@@ -26,6 +26,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::free_space_cache::CACHE_MIN_BG;
+
 use crate::{
     BgId, BgList, BlockGroup, DelayedRef, DirtyList, Done, Engine, Errno, Error, Event, ExtentId,
     ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, Wait,
@@ -501,15 +503,15 @@ impl Engine {
         };
         // "this can happen if something re-dirties a block group that is
         // already under IO. Just wait for it to finish".
-        if self.bg(id).on_io_list {
-            if let Some(w) = self.cache_io_wait(id) {
-                return DirtyStep::Blocked(w);
-            }
-            self.io_list_del(id, "btrfs_start_dirty_block_groups");
+        if let Some(w) = self.btrfs_wait_cache_io(id, "btrfs_start_dirty_block_groups") {
+            return DirtyStep::Blocked(w);
         }
         self.trans_mut(transid).writeout.pop_front();
         self.bgm(id).dirty_list = DirtyList::None;
-        let should_put = !self.btrfs_write_out_cache(task, transid, id);
+        let should_put = !self.cache_save_setup(task, id);
+        if !should_put {
+            self.btrfs_write_out_cache(transid, id);
+        }
         let ret = self.write_one_cache_group(id);
         let mut step = DirtyStep::Next;
         match ret {
@@ -596,11 +598,8 @@ impl Engine {
             }
             None => {
                 let id = *self.trans(transid).dirty_bgs.front().expect("a dirty bg");
-                if self.bg(id).on_io_list {
-                    if let Some(w) = self.cache_io_wait(id) {
-                        return CriticalStep::Blocked(None, w);
-                    }
-                    self.io_list_del(id, "btrfs_write_dirty_block_groups");
+                if let Some(w) = self.btrfs_wait_cache_io(id, "btrfs_write_dirty_block_groups") {
+                    return CriticalStep::Blocked(None, w);
                 }
                 self.trans_mut(transid).dirty_bgs.pop_front();
                 self.bgm(id).dirty_list = DirtyList::None;
@@ -610,8 +609,12 @@ impl Engine {
                     self.btrfs_put_block_group(id, "btrfs_write_dirty_block_groups");
                     return CriticalStep::Next;
                 }
+                let setup = self.cache_save_setup(task, id);
                 self.run_delayed_refs(task, transid);
-                let should_put = !self.btrfs_write_out_cache(task, transid, id);
+                let should_put = !setup;
+                if setup {
+                    self.btrfs_write_out_cache(transid, id);
+                }
                 let mut ret = self.write_one_cache_group(id);
                 if matches!(ret, Err(e) if e.errno == Errno::ENOENT) && self.applied(E44081EF6118) {
                     // wait_event(cur_trans->writer_wait, num_writers == 1),
@@ -645,6 +648,18 @@ impl Engine {
             self.btrfs_put_block_group(id, "btrfs_write_dirty_block_groups");
         }
         CriticalStep::Next
+    }
+
+    /// fs/btrfs/extent-tree.c, `cache_save_setup`: whether the bg's cache
+    /// is set up for writing (`BTRFS_DC_SETUP`). Not without `-o
+    /// space_cache`, not on an aborted handle (`if (trans->aborted) return
+    /// 0;`), and not for a bg under 100 MiB ("If this block group is smaller
+    /// than 100 megs don't bother caching the block group."). The cache
+    /// inode's own allocations are not modelled.
+    pub(crate) fn cache_save_setup(&self, task: TaskId, id: BgId) -> bool {
+        self.config.mount.space_cache
+            && self.bg(id).len >= CACHE_MIN_BG
+            && !self.handle_aborted(task)
     }
 
     /// fs/btrfs/extent-tree.c, `set_block_group_ro(cache, force = 0)`:

@@ -21,6 +21,7 @@ mod disk_io;
 mod extent_tree;
 mod fingerprint;
 mod free_space_cache;
+mod inode;
 mod patches;
 mod relocation;
 mod state;
@@ -35,7 +36,7 @@ pub use types::*;
 use std::collections::{BTreeMap, VecDeque};
 
 use extent_tree::DelPc;
-use free_space_cache::EndioPc;
+use inode::EndioPc;
 use relocation::RelocPc;
 use transaction::CommitPc;
 

@@ -81,7 +81,7 @@ impl Engine {
             Wait::CommitDone(t) => self.trans(t).state == TransState::Completed,
             Wait::ExtWriters(t) => self.trans(t).num_extwriters == 0,
             Wait::Writers(t) => self.trans(t).num_writers == 1,
-            Wait::CacheIo(bg, _) => !self.cache_io.iter().any(|io| io.bg == bg),
+            Wait::CacheIo(bg, _) => !self.cache_io_in_flight(bg),
             Wait::DeleteUnusedBgsMutex => self.delete_unused_bgs_mutex.is_none(),
         }
     }
@@ -388,10 +388,11 @@ impl Engine {
                         }
                     } else if let Some(&id) = tr.io_bgs.front() {
                         // Its tail: wait for every IO it started.
-                        if let Some(w) = self.cache_io_wait(id) {
+                        if let Some(w) =
+                            self.btrfs_wait_cache_io(id, "btrfs_write_dirty_block_groups")
+                        {
                             return block(pc, w);
                         }
-                        self.io_list_del(id, "btrfs_write_dirty_block_groups");
                     } else {
                         // It returned. On its own error `commit_cowonly_roots`
                         // returns it; else it runs the refs and loops while
