@@ -172,6 +172,12 @@ impl Bounds {
                 "relocate 25M",
             ]);
         }
+        // 2e6e518335f8: a phase 1 stopped halfway (`mount fitrim`) and a
+        // trim walking the cache tree.
+        if variant.bug_patch() == Some(bgfuzz_engine::F2E6E518335F8) {
+            b.config.mount.fitrim = true;
+            b.alphabet.push(Letter::Op(Op::Trim));
+        }
         b
     }
 
@@ -574,6 +580,7 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                                     | Op::DeleteUnused
                                     | Op::Endio
                                     | Op::Relocate { .. }
+                                    | Op::Trim
                             ),
                         };
                         if needs_handle != has_handle {

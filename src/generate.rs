@@ -59,12 +59,13 @@ enum OpKind {
     Continue,
     Endio,
     Relocate,
+    Trim,
 }
 
 /// Each operation kind with the header byte that holds its swarm weight.
 /// The first nine are the original layout; later kinds take bytes appended
 /// after it.
-const OP_KINDS: [(OpKind, usize); 11] = [
+const OP_KINDS: [(OpKind, usize); 12] = [
     (OpKind::Start, 4),
     (OpKind::Join, 5),
     (OpKind::Alloc, 6),
@@ -76,6 +77,7 @@ const OP_KINDS: [(OpKind, usize); 11] = [
     (OpKind::Continue, 12),
     (OpKind::Endio, AT_W_ENDIO),
     (OpKind::Relocate, AT_W_RELOCATE),
+    (OpKind::Trim, AT_W_TRIM),
 ];
 
 /// A generated scenario. Its `Debug` is the normalized script of its run
@@ -117,7 +119,8 @@ pub fn decode(bytes: &[u8]) -> Scenario {
 /// many) faults. 14-21: two fault plans of four bytes.
 const AT_FAULTS: usize = 13;
 const AT_PLANS: usize = 14;
-/// 22: mount options, one bit each (bit 0: `space_cache`, bit 1: `discard`).
+/// 22: mount options, one bit each (bit 0: `space_cache`, bit 1: `discard`,
+/// bit 2: `fitrim`).
 const AT_MOUNT: usize = 22;
 /// 23: swarm weight of `endio`.
 const AT_W_ENDIO: usize = 23;
@@ -125,8 +128,10 @@ const AT_W_ENDIO: usize = 23;
 const AT_KIND_MIX: usize = 24;
 /// 25: swarm weight of `relocate`.
 const AT_W_RELOCATE: usize = 25;
+/// 26: swarm weight of `trim`.
+const AT_W_TRIM: usize = 26;
 /// Bytes of the fixed header: tasks, sizes, swarm weights, faults, mount
-/// options. 26-27 are read as zero today and kept for later operations, so
+/// options. 27 is read as zero today and kept for a later operation, so
 /// adding one does not move the step records again.
 pub const HEADER_LEN: usize = 28;
 /// Bytes per step record: task, operation, two arguments.
@@ -153,12 +158,15 @@ fn generate(bytes: &[u8]) -> Scenario {
     s.device = Some(DEVICES[pick(3, DEVICES.len())].max(floor));
     s.mount.space_cache = at(AT_MOUNT) & 1 != 0;
     s.mount.discard = at(AT_MOUNT) & 2 != 0;
+    s.mount.fitrim = at(AT_MOUNT) & 4 != 0;
     // Swarm: a weight 0..=3 per operation kind; 0 turns it off. `endio`
     // only means something under space_cache.
     let mut weights = [0usize; OP_KINDS.len()];
     for (w, &(kind, at_w)) in weights.iter_mut().zip(&OP_KINDS) {
         *w = match kind {
             OpKind::Endio if !s.mount.space_cache => 0,
+            // Without `fitrim` no phase 1 stops where a trim could see it.
+            OpKind::Trim if !s.mount.fitrim => 0,
             _ => pick(at_w, 4),
         };
     }
@@ -227,6 +235,7 @@ fn generate(bytes: &[u8]) -> Scenario {
             OpKind::Relocate => Action::Begin(Op::Relocate {
                 start: (r(2) as u64 + 1) * SZ_4K,
             }),
+            OpKind::Trim => Action::Begin(Op::Trim),
             OpKind::Continue => Action::Continue,
         };
         debug_assert!(task < MAX_TASKS);

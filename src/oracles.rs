@@ -22,10 +22,11 @@ pub enum ViolationKind {
     Deadlock,
     WriteAfterAbort,
     KernelAssert,
+    BgHalfInitialized,
 }
 
 impl ViolationKind {
-    pub const ALL: [ViolationKind; 8] = [
+    pub const ALL: [ViolationKind; 9] = [
         ViolationKind::AbortEnoentOutsideCritical,
         ViolationKind::BgItemMissingAtCommit,
         ViolationKind::UnjustifiedAbort,
@@ -34,6 +35,7 @@ impl ViolationKind {
         ViolationKind::Deadlock,
         ViolationKind::WriteAfterAbort,
         ViolationKind::KernelAssert,
+        ViolationKind::BgHalfInitialized,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl ViolationKind {
             ViolationKind::Deadlock => "deadlock",
             ViolationKind::WriteAfterAbort => "write-after-abort",
             ViolationKind::KernelAssert => "kernel-assert",
+            ViolationKind::BgHalfInitialized => "bg-half-initialized",
         }
     }
 
@@ -98,11 +101,23 @@ impl Oracles {
         // Oracle 8, first: a BUG_ON or ASSERT stops the kernel there, so
         // nothing after it in the step means anything.
         for e in events {
-            if let Event::KernelAssert { site, what } = e {
-                return finding(
-                    ViolationKind::KernelAssert,
-                    format!("the kernel BUGs in {site}: {what}"),
-                );
+            match e {
+                Event::KernelAssert { site, what } => {
+                    return finding(
+                        ViolationKind::KernelAssert,
+                        format!("the kernel BUGs in {site}: {what}"),
+                    );
+                }
+                Event::NullSpaceInfo { bg, site } => {
+                    return finding(
+                        ViolationKind::BgHalfInitialized,
+                        format!(
+                            "{site} read {}'s ->space_info before its phase 1 (btrfs_make_block_group) set it: a NULL pointer dereference",
+                            engine.bg(*bg).name()
+                        ),
+                    );
+                }
+                _ => {}
             }
         }
         for e in events {

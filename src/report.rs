@@ -285,6 +285,10 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
             Event::KernelAssert { site, what } => {
                 parts.push(format!("KERNEL ASSERT in {site}: {what}"))
             }
+            Event::NullSpaceInfo { bg: id, site } => parts.push(format!(
+                "NULL POINTER: {site} dereferences {}'s ->space_info, not set yet",
+                bg(*id)
+            )),
         }
     }
     match s.outcome {
@@ -306,6 +310,7 @@ pub fn describe(run: &Run, s: &RanStep) -> String {
                 parts.push(format!("chunk {} relocated and removed", fmt_size(start)))
             }
             Done::NoChunk => parts.push("no chunk there: nothing to relocate".to_string()),
+            Done::Trimmed => parts.push("trimmed every bg in the cache tree".to_string()),
             Done::Freed { .. } | Done::RanRefs { .. } | Done::Ended => {}
         },
         StepOutcome::Finished(Err(e)) => parts.push(format!("returns -{}", e.errno)),

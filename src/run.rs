@@ -310,7 +310,7 @@ impl Runner<'_> {
                     task_name(t)
                 ),
             ),
-            Some(h) if matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio | Op::Relocate { .. }) => self.script_error(
+            Some(h) if matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio | Op::Relocate { .. } | Op::Trim) => self.script_error(
                 step.line,
                 format!(
                     "`{what}`: task {} already holds a handle on transaction {}{} (end it first with `{}: end`)",
@@ -339,7 +339,12 @@ impl Runner<'_> {
         }
         let has_handle = self.engine.handle(t).is_some();
         match op {
-            Op::Start | Op::Join | Op::DeleteUnused | Op::Endio | Op::Relocate { .. }
+            Op::Start
+            | Op::Join
+            | Op::DeleteUnused
+            | Op::Endio
+            | Op::Relocate { .. }
+            | Op::Trim
                 if has_handle =>
             {
                 None

@@ -456,7 +456,8 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             want(0)?;
             Action::Continue
         }
-        "start" | "join" | "run_delayed_refs" | "end" | "commit" | "delete_unused" | "endio" => {
+        "start" | "join" | "run_delayed_refs" | "end" | "commit" | "delete_unused" | "endio"
+        | "trim" => {
             want(0)?;
             Action::Begin(match op {
                 "start" => Op::Start,
@@ -465,6 +466,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
                 "end" => Op::End,
                 "commit" => Op::Commit,
                 "endio" => Op::Endio,
+                "trim" => Op::Trim,
                 _ => Op::DeleteUnused,
             })
         }

@@ -467,6 +467,9 @@ fn event_record(run: &Run, ev: &Event) -> EventRecord {
         Event::KernelAssert { site, what } => {
             (r.kind, r.detail) = ("kernel_assert", Some(format!("{site}: {what}")))
         }
+        Event::NullSpaceInfo { bg: b, site } => {
+            (r.kind, r.bg, r.detail) = ("null_space_info", bg(b), Some(site.to_string()))
+        }
     }
     r
 }
@@ -573,6 +576,7 @@ fn done_text(run: &Run, d: Done) -> Option<String> {
         Done::NoIo => "no cache IO in flight".to_string(),
         Done::Relocated { start } => format!("chunk {} relocated and removed", fmt_size(start)),
         Done::NoChunk => "no chunk there: nothing to relocate".to_string(),
+        Done::Trimmed => "trimmed every bg in the cache tree".to_string(),
     })
 }
 

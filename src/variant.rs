@@ -10,8 +10,8 @@
 use std::fmt;
 
 use crate::engine::{
-    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, F675DFE1223A6, F67C5E7D464BC,
-    F7785A663C4BE, FF1F8250,
+    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, F2E6E518335F8, F675DFE1223A6,
+    F67C5E7D464BC, F7785A663C4BE, FF1F8250,
 };
 
 /// One row of the variant table.
@@ -68,6 +68,11 @@ const VARIANTS: &[VariantDef] = &[
         name: "bug-67c5e7d4",
         description: "fixed without 67c5e7d464bc: balance relocates and removes a bg the cleaner set ro and is about to remove; the cleaner's btrfs_remove_chunk hits ASSERT(0)",
         patches: Patches::FIXED.without(F67C5E7D464BC),
+    },
+    VariantDef {
+        name: "bug-2e6e5183",
+        description: "fixed without 2e6e518335f8: phase 1 puts a new bg in the cache tree before setting its ->space_info; a concurrent FITRIM walking the cache tree dereferences NULL in do_trimming (mount fitrim)",
+        patches: Patches::FIXED.without(F2E6E518335F8),
     },
 ];
 

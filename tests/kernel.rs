@@ -287,6 +287,8 @@ fn mount_lines_become_mount_options() {
     assert_eq!(Scenario::parse(&rest).unwrap_err().line, 3);
     let (_, m) = take_mount_lines(b"mount discard,commit=5\nA: start\n");
     assert_eq!(m.as_deref(), Some("discard,commit=5"));
+    let (_, m) = take_mount_lines(b"mount space_cache fitrim\nA: trim\n");
+    assert_eq!(m.as_deref(), Some("space_cache=v1,nodiscard"));
     let (rest, m) = take_mount_lines(b"A: start\n");
     assert_eq!((rest.as_slice(), m), (&b"A: start\n"[..], None));
 }

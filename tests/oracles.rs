@@ -364,3 +364,31 @@ fn kernel_assert_is_judged_before_every_other_oracle() {
     assert_eq!(f.kind, ViolationKind::KernelAssert);
     assert!(f.message.contains("BUG_ON(!block_group)"));
 }
+
+#[test]
+fn bg_half_initialized_fires_when_trim_reaches_a_bg_mid_phase_1() {
+    let s =
+        Scenario::parse(&std::fs::read("corpus/scripts/zoo/bug-2e6e5183.scn").unwrap()).unwrap();
+    let bug = Variant::parse("bug-2e6e5183").unwrap();
+    let r = run(&s, bug, Mode::Strict).unwrap();
+    let v = r.violation.unwrap();
+    assert_eq!(v.finding.kind, ViolationKind::BgHalfInitialized);
+    assert!(
+        v.finding.message.contains("do_trimming"),
+        "{}",
+        v.finding.message
+    );
+    // The trim's fourth bg (B's last step), while A's phase 1 is halfway.
+    assert_eq!(r.steps[v.step].step.task, B);
+    assert_eq!(v.step, r.steps.len() - 1);
+    // With the fix the bg's ->space_info is set before the cache-tree
+    // insert: the same interleaving is clean.
+    let r = run(&s, Variant::FIXED, Mode::Strict).unwrap();
+    assert!(r.violation.is_none());
+    // Without `mount fitrim` phase 1 never stops halfway: the same steps
+    // under v4.1 pass (the script's B lines then outrun the walk).
+    let mut whole = s.clone();
+    whole.mount.fitrim = false;
+    let r = run(&whole, Variant::parse("v4.1").unwrap(), Mode::Loose).unwrap();
+    assert!(r.violation.is_none());
+}

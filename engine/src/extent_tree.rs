@@ -31,8 +31,8 @@ use crate::free_space_cache::CACHE_MIN_BG;
 use crate::{
     BgId, BgList, BlockGroup, DelayedRef, DirtyList, Done, Engine, Errno, Error, Event, ExtentId,
     ExtentState, Item, Key, Kind, Pc, RefAction, Site, Stepped, TaskId, TransType, Wait,
-    ACAEEDB193A5, E33E17EE1098, E44081EF6118, F675DFE1223A6, F67C5E7D464BC, F7248E0CEBBE, FF1F8250,
-    FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
+    ACAEEDB193A5, E33E17EE1098, E44081EF6118, F2E6E518335F8, F675DFE1223A6, F67C5E7D464BC,
+    F7248E0CEBBE, FF1F8250, FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
 };
 
 /// `get_system_chunk_thresh` for a single device:
@@ -41,6 +41,27 @@ use crate::{
 pub(crate) const SYSTEM_CHUNK_THRESH: u64 = 16 * 1024 * 8 * 2 * 2;
 /// `set_block_group_ro`'s `min_allocable_bytes` for metadata and system.
 const MIN_ALLOCABLE_BYTES: u64 = SZ_1M;
+
+/// A phase 1 stopped at its `mount fitrim` yield: `bg` is in the cache
+/// tree, not yet linked into its space_info or the handle's `new_bgs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct HalfMade {
+    pub(crate) bg: BgId,
+    /// `check_system_chunk`'s system bg came first; `do_chunk_alloc`'s
+    /// own bg of this kind is next.
+    pub(crate) then: Option<Kind>,
+}
+
+/// Where an `alloc` stands between steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct AllocPc {
+    pub(crate) ext: ExtentId,
+    pub(crate) kind: Kind,
+    pub(crate) size: u64,
+    /// Step 2: phase 1 already made a bg for this request.
+    pub(crate) retry: bool,
+    pub(crate) half: Option<HalfMade>,
+}
 
 /// How one bg of `btrfs_start_dirty_block_groups`' loop ended.
 pub(crate) enum DirtyStep {
@@ -125,9 +146,12 @@ impl Engine {
     }
 
     /// fs/btrfs/extent-tree.c, `btrfs_make_block_group` (phase 1), after
-    /// volumes.c's `btrfs_alloc_chunk` placed the chunk: the bg in the cache
-    /// tree and space_info, on the handle's `new_bgs`. `None` when no device
-    /// hole fits: ENOSPC. `task` is `None` for mkfs's bgs.
+    /// volumes.c's `btrfs_alloc_chunk` placed the chunk: the bg goes into
+    /// the cache tree (`btrfs_add_block_group_cache`), then
+    /// [`Engine::make_block_group_finish`] links it into its space_info and
+    /// the handle's `new_bgs`. Under `mount fitrim` a task's phase 1 stops
+    /// between the two (the caller yields). `None` when no device hole
+    /// fits: ENOSPC. `task` is `None` for mkfs's bgs.
     pub(crate) fn btrfs_make_block_group(
         &mut self,
         kind: Kind,
@@ -152,16 +176,36 @@ impl Engine {
             refs: 1, // the cache tree's
             freed: false,
             dirty_list: DirtyList::None,
-            bg_list: match task {
-                Some(t) => BgList::NewBgs(t),
-                None => BgList::None,
-            },
+            bg_list: BgList::None,
             on_io_list: false,
+            // 2e6e518335f8: `cache->space_info =
+            // btrfs_find_space_info(...)` before the insert. v4.1 sets it
+            // in update_space_info, after.
+            has_space_info: self.applied(F2E6E518335F8),
+            linked: false,
             created_transid: transid,
             dev_offset: place.dev_offset,
             free_space,
         });
         self.cache_tree.insert(start, id);
+        if task.is_none() || !self.config.mount.fitrim {
+            self.make_block_group_finish(id, task);
+        }
+        Some(id)
+    }
+
+    /// The rest of `btrfs_make_block_group`: `update_space_info` (which
+    /// sets `->space_info` in v4.1), `__link_block_group` (now
+    /// `find_free_extent` sees the bg), and `list_add_tail(&cache->bg_list,
+    /// &trans->new_bgs)`.
+    pub(crate) fn make_block_group_finish(&mut self, id: BgId, task: Option<TaskId>) {
+        let bg = self.bgm(id);
+        bg.has_space_info = true;
+        bg.linked = true;
+        if let Some(t) = task {
+            bg.bg_list = BgList::NewBgs(t);
+        }
+        let (kind, len) = (bg.kind, bg.len);
         let si = &mut self.space_info[kind.index()];
         si.total_bytes += len;
         si.block_groups.push(id);
@@ -174,7 +218,6 @@ impl Engine {
                 .push(id);
             self.events.push(Event::BgCreated { bg: id, task: t });
         }
-        Some(id)
     }
 
     /// Phase 2 for one bg, as `btrfs_create_pending_block_groups` does it:
@@ -262,7 +305,9 @@ impl Engine {
     ) -> Option<Done> {
         let found = self.cache_tree.values().find_map(|&id| {
             let bg = &self.bgs[id.0 as usize];
-            if bg.kind != kind || bg.ro {
+            // v4.1 searches `space_info->block_groups`: a bg in the cache
+            // tree whose phase 1 has not linked it is not there yet.
+            if bg.kind != kind || bg.ro || !bg.linked {
                 return None;
             }
             bg.free_space
@@ -296,48 +341,88 @@ impl Engine {
     /// fs/btrfs/extent-tree.c, `check_system_chunk`: when the system
     /// space_info has less than [`SYSTEM_CHUNK_THRESH`] left for the chunk
     /// tree update, allocate a system chunk first (its result ignored, as
-    /// in v4.1): a second pending bg on the same handle.
-    fn check_system_chunk(&mut self, task: TaskId, transid: u64) {
+    /// in v4.1): a second pending bg on the same handle. Returns it.
+    fn check_system_chunk(&mut self, task: TaskId, transid: u64) -> Option<BgId> {
         let si = self.space_info(Kind::System);
         let left = si
             .total_bytes
             .saturating_sub(si.bytes_used + si.bytes_reserved + si.bytes_readonly);
-        if left < SYSTEM_CHUNK_THRESH {
-            if let Some(bg) = self.btrfs_make_block_group(Kind::System, transid, Some(task)) {
-                self.events.push(Event::SystemChunkForced { bg });
-            }
+        if left >= SYSTEM_CHUNK_THRESH {
+            return None;
         }
+        let bg = self.btrfs_make_block_group(Kind::System, transid, Some(task))?;
+        self.events.push(Event::SystemChunkForced { bg });
+        Some(bg)
     }
 
     /// fs/btrfs/extent-tree.c, `do_chunk_alloc`: `check_system_chunk`,
     /// then phase 1 of a new bg. ENOSPC is returned to the caller without
     /// an abort; any other error (the `bg_create` failpoint) aborts.
-    fn do_chunk_alloc(&mut self, task: TaskId, kind: Kind, transid: u64) -> Result<(), Error> {
+    /// `Some` when a phase 1 stopped at its `mount fitrim` yield.
+    fn do_chunk_alloc(
+        &mut self,
+        task: TaskId,
+        kind: Kind,
+        transid: u64,
+    ) -> Result<Option<HalfMade>, Error> {
         if let Some(err) = self.failpoint(Site::BgCreate) {
             if err.errno != Errno::ENOSPC {
                 self.btrfs_abort_transaction(task, transid, err, STACK_CHUNK);
             }
             return Err(err);
         }
-        self.check_system_chunk(task, transid);
+        if let Some(sys) = self.check_system_chunk(task, transid) {
+            if !self.bg(sys).linked {
+                return Ok(Some(HalfMade {
+                    bg: sys,
+                    then: Some(kind),
+                }));
+            }
+        }
+        self.btrfs_alloc_chunk_bg(task, kind, transid)
+    }
+
+    /// `btrfs_alloc_chunk`'s call of `btrfs_make_block_group`, as
+    /// `do_chunk_alloc` makes it for `kind`.
+    fn btrfs_alloc_chunk_bg(
+        &mut self,
+        task: TaskId,
+        kind: Kind,
+        transid: u64,
+    ) -> Result<Option<HalfMade>, Error> {
         match self.btrfs_make_block_group(kind, transid, Some(task)) {
-            Some(_) => Ok(()),
+            Some(bg) if !self.bg(bg).linked => Ok(Some(HalfMade { bg, then: None })),
+            Some(_) => Ok(None),
             None => Err(Error::model(Errno::ENOSPC)),
         }
     }
 
     /// The `alloc` operation, fs/btrfs/extent-tree.c `find_free_extent`:
     /// step 1 searches and, if nothing fits, runs phase 1 of a new bg and
-    /// yields; step 2 searches again.
-    pub(crate) fn step_alloc(
-        &mut self,
-        task: TaskId,
-        ext: ExtentId,
-        kind: Kind,
-        size: u64,
-        retry: bool,
-    ) -> Stepped {
+    /// yields; step 2 searches again. Under `mount fitrim` each phase 1
+    /// yields once more, halfway (`half`).
+    pub(crate) fn step_alloc(&mut self, task: TaskId, a: AllocPc) -> Stepped {
+        let AllocPc {
+            ext,
+            kind,
+            size,
+            half,
+            ..
+        } = a;
         let transid = self.handle_transid(task);
+        if let Some(h) = half {
+            self.make_block_group_finish(h.bg, Some(task));
+            if let Some(k) = h.then {
+                match self.btrfs_alloc_chunk_bg(task, k, transid) {
+                    Err(err) => return self.fail_alloc(ext, err),
+                    Ok(Some(h)) => {
+                        return Stepped::Yielded(Pc::Alloc(AllocPc { half: Some(h), ..a }))
+                    }
+                    Ok(None) => {}
+                }
+            }
+            return self.alloc_after_chunk(a, transid);
+        }
         if let Some(done) = self.find_free_extent(ext, kind, size, transid) {
             return Stepped::Finished(Ok(done));
         }
@@ -345,22 +430,53 @@ impl Engine {
         if size > self.config.chunk(kind) {
             return self.fail_alloc(ext, Error::model(Errno::ENOSPC));
         }
-        if let Err(err) = self.do_chunk_alloc(task, kind, transid) {
-            return self.fail_alloc(ext, err);
+        match self.do_chunk_alloc(task, kind, transid) {
+            Err(err) => self.fail_alloc(ext, err),
+            Ok(Some(h)) => Stepped::Yielded(Pc::Alloc(AllocPc { half: Some(h), ..a })),
+            Ok(None) => self.alloc_after_chunk(a, transid),
         }
-        if !retry {
-            // Step 2 allocates at most one more chunk before giving up.
-            return Stepped::Yielded(Pc::Alloc {
-                ext,
-                kind,
-                size,
+    }
+
+    /// After `do_chunk_alloc` made a bg: yield (step 1), or search again
+    /// (step 2, which allocates at most one more chunk before giving up).
+    fn alloc_after_chunk(&mut self, a: AllocPc, transid: u64) -> Stepped {
+        if !a.retry {
+            return Stepped::Yielded(Pc::Alloc(AllocPc {
                 retry: true,
+                half: None,
+                ..a
+            }));
+        }
+        match self.find_free_extent(a.ext, a.kind, a.size, transid) {
+            Some(done) => Stepped::Finished(Ok(done)),
+            None => self.fail_alloc(a.ext, Error::model(Errno::ENOSPC)),
+        }
+    }
+
+    /// The `trim` operation: fs/btrfs/extent-tree.c, `btrfs_trim_fs`, one
+    /// bg per step. It walks the cache tree
+    /// (`btrfs_lookup_first_block_group`, then `next_block_group` from the
+    /// bg's end), so it reaches a bg whose phase 1 has not finished;
+    /// `btrfs_trim_block_group` -> `trim_no_bitmap` -> free-space-cache.c
+    /// `do_trimming` begins `struct btrfs_space_info *space_info =
+    /// block_group->space_info; ... spin_lock(&space_info->lock);` for each
+    /// free range. The trim itself (a discard) changes nothing modelled.
+    pub(crate) fn step_trim(&mut self, cursor: u64) -> Stepped {
+        let Some((_, &id)) = self.cache_tree.range(cursor..).next() else {
+            return Stepped::Finished(Ok(Done::Trimmed));
+        };
+        let bg = self.bg(id);
+        if !bg.has_space_info && !bg.free_space.is_empty() {
+            self.events.push(Event::NullSpaceInfo {
+                bg: id,
+                site: "do_trimming",
             });
         }
-        match self.find_free_extent(ext, kind, size, transid) {
-            Some(done) => Stepped::Finished(Ok(done)),
-            None => self.fail_alloc(ext, Error::model(Errno::ENOSPC)),
+        let next = self.bg(id).end();
+        if self.cache_tree.range(next..).next().is_none() {
+            return Stepped::Finished(Ok(Done::Trimmed));
         }
+        Stepped::Yielded(Pc::Trim { cursor: next })
     }
 
     /// fs/btrfs/extent-tree.c, `update_block_group`, for one delayed ref.

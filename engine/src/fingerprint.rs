@@ -181,14 +181,9 @@ fn hash_pc(pc: &Option<Pc>, h: &mut FpHasher) {
             h.write_u8(1);
             ty.hash(h);
         }
-        Pc::Alloc {
-            ext,
-            kind,
-            size,
-            retry,
-        } => {
+        Pc::Alloc(a) => {
             h.write_u8(2);
-            (ext, kind, size, retry).hash(h);
+            a.hash(h);
         }
         // `count` is only reported in `Done::RanRefs`: the steps a task
         // takes and the state they leave do not depend on it.
@@ -226,6 +221,10 @@ fn hash_pc(pc: &Option<Pc>, h: &mut FpHasher) {
                 RelocPc::Lock { start } => (0u8, start).hash(h),
                 RelocPc::Remove { start } => (1u8, start).hash(h),
             }
+        }
+        Pc::Trim { cursor } => {
+            h.write_u8(10);
+            cursor.hash(h);
         }
     }
 }
@@ -347,6 +346,8 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         dirty_list,
         bg_list,
         on_io_list,
+        has_space_info,
+        linked,
         created_transid,
         dev_offset,
         free_space,
@@ -369,6 +370,8 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         | u64::from(*freed) << 2
         | u64::from(*on_io_list) << 3
         | (kind.index() as u64) << 4
+        | u64::from(*has_space_info) << 6
+        | u64::from(*linked) << 7
         | list << 8
         | u64::from(id.0) << 32;
     for w in [flags, *start, *len, *used, *reserved, *refs as u64] {

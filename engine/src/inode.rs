@@ -15,6 +15,7 @@
 //! ENOSPC to the worker, which goes on to end without aborting). See
 //! docs/model.md. No failpoint sites.
 
+use crate::extent_tree::AllocPc;
 use crate::{
     BgId, Done, Engine, Event, Extent, ExtentId, ExtentState, Kind, Pc, Stepped, TaskId, TransType,
 };
@@ -35,7 +36,7 @@ pub(crate) enum EndioStage {
     /// `btrfs_join_transaction_nolock`, then the inode update's allocation.
     Join,
     /// `btrfs_update_inode_fallback`'s tree COW: `find_free_extent`.
-    Alloc { ext: ExtentId, retry: bool },
+    Alloc(AllocPc),
     /// `btrfs_end_transaction`: phase 2 for the worker's `new_bgs`.
     End { started: bool },
 }
@@ -89,13 +90,19 @@ impl Engine {
                             state: ExtentState::Pending,
                             added: false,
                         });
-                        e.stage = EndioStage::Alloc { ext, retry: false };
+                        e.stage = EndioStage::Alloc(AllocPc {
+                            ext,
+                            kind: Kind::Metadata,
+                            size: NODESIZE,
+                            retry: false,
+                            half: None,
+                        });
                     }
                 },
-                EndioStage::Alloc { ext, retry } => {
-                    match self.step_alloc(task, ext, Kind::Metadata, NODESIZE, retry) {
-                        Stepped::Yielded(Pc::Alloc { retry, .. }) => {
-                            e.stage = EndioStage::Alloc { ext, retry };
+                EndioStage::Alloc(a) => {
+                    match self.step_alloc(task, a) {
+                        Stepped::Yielded(Pc::Alloc(a)) => {
+                            e.stage = EndioStage::Alloc(a);
                             return Stepped::Yielded(Pc::Endio(e));
                         }
                         Stepped::Finished(_) => {

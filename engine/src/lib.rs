@@ -35,7 +35,7 @@ pub use types::*;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use extent_tree::DelPc;
+use extent_tree::{AllocPc, DelPc};
 use inode::EndioPc;
 use relocation::RelocPc;
 use transaction::CommitPc;
@@ -44,13 +44,7 @@ use transaction::CommitPc;
 #[derive(Clone, Debug)]
 enum Pc {
     Start(TransType),
-    Alloc {
-        ext: ExtentId,
-        kind: Kind,
-        size: u64,
-        /// Step 2: phase 1 already made a bg for this request.
-        retry: bool,
-    },
+    Alloc(AllocPc),
     RunRefs {
         count: u32,
     },
@@ -64,6 +58,11 @@ enum Pc {
     DeleteUnused(DelPc),
     Endio(EndioPc),
     Relocate(RelocPc),
+    /// `btrfs_trim_fs`: the next bg is the first in the cache tree at or
+    /// past `cursor`.
+    Trim {
+        cursor: u64,
+    },
 }
 
 /// How one step of an operation ended, with where it resumes: the one
@@ -375,12 +374,13 @@ impl Engine {
                 // find_free_extent checks no abort: a handle goes on
                 // allocating after another handle aborted the transaction.
                 self.extent_mut(ext).state = ExtentState::Pending;
-                Pc::Alloc {
+                Pc::Alloc(AllocPc {
                     ext,
                     kind,
                     size,
                     retry: false,
-                }
+                    half: None,
+                })
             }
             Op::RunDelayedRefs | Op::End | Op::Commit if !has_handle => return einval(),
             Op::RunDelayedRefs => Pc::RunRefs { count: 0 },
@@ -408,6 +408,9 @@ impl Engine {
                 return Ok(StepOutcome::Finished(Err(Error::model(Errno::EINPROGRESS))))
             }
             Op::Relocate { start } => Pc::Relocate(RelocPc::Lock { start }),
+            // FITRIM is an ioctl with no transaction handle of its own.
+            Op::Trim if has_handle => return einval(),
+            Op::Trim => Pc::Trim { cursor: 0 },
         };
         self.tasks[task].pc = Some(pc);
         self.tasks[task].blocked = None;
@@ -431,12 +434,7 @@ impl Engine {
         self.tasks[task].blocked = None;
         let stepped = match pc {
             Pc::Start(ty) => self.step_start(task, ty),
-            Pc::Alloc {
-                ext,
-                kind,
-                size,
-                retry,
-            } => self.step_alloc(task, ext, kind, size, retry),
+            Pc::Alloc(a) => self.step_alloc(task, a),
             Pc::RunRefs { count } => self.step_run_refs(task, count),
             Pc::End { started } => self.step_end(task, started),
             Pc::Commit(c) => self.step_commit(task, c),
@@ -444,6 +442,7 @@ impl Engine {
             Pc::DeleteUnused(d) => self.step_delete_unused(task, d),
             Pc::Endio(e) => self.step_endio(task, e),
             Pc::Relocate(r) => self.step_relocate(task, r),
+            Pc::Trim { cursor } => self.step_trim(cursor),
         };
         match stepped {
             Stepped::Yielded(pc) => {

@@ -103,6 +103,14 @@ pub const F7785A663C4BE: PatchId = PatchId(7);
 /// `btrfs_remove_chunk` finds no extent map and hits `ASSERT(0)`.
 pub const F67C5E7D464BC: PatchId = PatchId(8);
 
+/// 2e6e518335f8 ("Btrfs: fix block group ->space_info null pointer
+/// dereference", v4.2): `btrfs_make_block_group` sets `->space_info`
+/// before `btrfs_add_block_group_cache` puts the bg in the cache tree.
+/// Without it, v4.1 sets it after (in `update_space_info`), and a
+/// concurrent `btrfs_trim_fs`, which walks the cache tree, reaches the bg
+/// in between and `do_trimming` dereferences NULL.
+pub const F2E6E518335F8: PatchId = PatchId(9);
+
 /// Every modelled patch, indexed by [`PatchId`].
 pub const PATCHES: &[Patch] = &[
     Patch {
@@ -184,6 +192,15 @@ pub const PATCHES: &[Patch] = &[
         kind: PatchKind::Fix,
         expected: Some("kernel-assert"),
         file: "fs/btrfs/volumes.c",
+        needs: None,
+    },
+    Patch {
+        id: "2e6e518335f8",
+        title: "Btrfs: fix block group ->space_info null pointer dereference",
+        kernel: "v4.2",
+        kind: PatchKind::Fix,
+        expected: Some("bg-half-initialized"),
+        file: "fs/btrfs/extent-tree.c",
         needs: None,
     },
 ];

@@ -98,16 +98,22 @@ pub struct MountOpts {
     /// removed on the transaction's `deleted_bgs`, with a ref, to discard
     /// its range after the commit (`btrfs_finish_extent_commit`).
     pub discard: bool,
+    /// Not a kernel mount option: FITRIM (`fstrim`) is in use, so phase 1
+    /// of a new bg (`btrfs_make_block_group`) yields between putting the
+    /// bg in the cache tree, where `btrfs_trim_fs` walks, and linking it
+    /// into its space_info. Off, phase 1 is one step, as it always was.
+    pub fitrim: bool,
 }
 
 impl MountOpts {
     /// Every option by its mount name, for scripts and help.
-    pub const NAMES: [&'static str; 2] = ["space_cache", "discard"];
+    pub const NAMES: [&'static str; 3] = ["space_cache", "discard", "fitrim"];
 
     pub fn set(&mut self, name: &str) -> bool {
         match name {
             "space_cache" => self.space_cache = true,
             "discard" => self.discard = true,
+            "fitrim" => self.fitrim = true,
             _ => return false,
         }
         true
@@ -120,6 +126,9 @@ impl MountOpts {
         }
         if self.discard {
             v.push("discard");
+        }
+        if self.fitrim {
+            v.push("fitrim");
         }
         v
     }
@@ -268,6 +277,13 @@ pub struct BlockGroup {
     /// On its transaction's `io_bgs` (`io_list` not empty): its cache IO
     /// was started, and this list holds the ref `dirty_list` held.
     pub on_io_list: bool,
+    /// `->space_info` is set. v4.1's phase 1 sets it in
+    /// `update_space_info`, after the bg went into the cache tree
+    /// (2e6e518335f8 sets it before).
+    pub has_space_info: bool,
+    /// On its space_info's `block_groups` list (`__link_block_group`),
+    /// where `find_free_extent` looks: the end of phase 1.
+    pub linked: bool,
     /// The transaction whose handle ran phase 1.
     pub created_transid: u64,
     pub dev_offset: u64,
@@ -528,6 +544,9 @@ pub enum Op {
     Relocate {
         start: u64,
     },
+    /// The FITRIM ioctl (`fstrim`): `btrfs_trim_fs` walks the cache tree
+    /// from its first bg, trimming each bg's free space.
+    Trim,
 }
 
 impl fmt::Display for Op {
@@ -543,6 +562,7 @@ impl fmt::Display for Op {
             Op::DeleteUnused => f.write_str("delete_unused"),
             Op::Endio => f.write_str("endio"),
             Op::Relocate { start } => write!(f, "relocate {}", fmt_size(*start)),
+            Op::Trim => f.write_str("trim"),
         }
     }
 }
@@ -583,6 +603,8 @@ pub enum Done {
     },
     /// `relocate` found no chunk item at its start: nothing to do.
     NoChunk,
+    /// `trim` walked the cache tree to its end.
+    Trimmed,
 }
 
 /// How a step ended.
@@ -725,5 +747,11 @@ pub enum Event {
     KernelAssert {
         site: &'static str,
         what: String,
+    },
+    /// A step dereferenced the `->space_info` of a bg whose phase 1 has
+    /// not set it yet (NULL in the kernel): `site` is the function.
+    NullSpaceInfo {
+        bg: BgId,
+        site: &'static str,
     },
 }
