@@ -172,6 +172,15 @@ impl Bounds {
                 "relocate 25M",
             ]);
         }
+        // 4fbcdf669454: three chunk allocations pass one system-space
+        // check (a 640K system chunk under `chunk_cost`) before any phase 2.
+        if variant.bug_patch() == Some(bgfuzz_engine::F4FBCDF669454) {
+            b.config.mount.chunk_cost = true;
+            b.config.chunk_size[Kind::System.index()] = 640 * 1024;
+            b.config.device_size = 200 * SZ_1M;
+            b.ops = 5;
+            b.alphabet = letters(&["start", "alloc data 16M", "end"]);
+        }
         // 2e6e518335f8: a phase 1 stopped halfway (`mount fitrim`) and a
         // trim walking the cache tree.
         if variant.bug_patch() == Some(bgfuzz_engine::F2E6E518335F8) {

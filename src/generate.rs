@@ -120,7 +120,7 @@ pub fn decode(bytes: &[u8]) -> Scenario {
 const AT_FAULTS: usize = 13;
 const AT_PLANS: usize = 14;
 /// 22: mount options, one bit each (bit 0: `space_cache`, bit 1: `discard`,
-/// bit 2: `fitrim`).
+/// bit 2: `fitrim`, bit 3: `chunk_cost`).
 const AT_MOUNT: usize = 22;
 /// 23: swarm weight of `endio`.
 const AT_W_ENDIO: usize = 23;
@@ -130,9 +130,16 @@ const AT_KIND_MIX: usize = 24;
 const AT_W_RELOCATE: usize = 25;
 /// 26: swarm weight of `trim`.
 const AT_W_TRIM: usize = 26;
+/// 27: under `chunk_cost`, the system chunk size ([`SYSTEM_CHUNKS`]).
+const AT_SYSTEM_CHUNK: usize = 27;
+/// System chunks just above `check_system_chunk`'s 512K threshold, so a
+/// few chunk-tree updates (256K each under `chunk_cost`) bring it under:
+/// the state a real filesystem reaches after many chunk allocations in a
+/// 4M or 8M system chunk, reached in a few steps.
+const SYSTEM_CHUNKS: [u64; 4] = [640 * 1024, 768 * 1024, SZ_1M, 2 * SZ_1M];
 /// Bytes of the fixed header: tasks, sizes, swarm weights, faults, mount
-/// options. 27 is read as zero today and kept for a later operation, so
-/// adding one does not move the step records again.
+/// options. Every byte is in use; a later choice goes into a step record
+/// or a new layout.
 pub const HEADER_LEN: usize = 28;
 /// Bytes per step record: task, operation, two arguments.
 pub const STEP_LEN: usize = 4;
@@ -159,6 +166,11 @@ fn generate(bytes: &[u8]) -> Scenario {
     s.mount.space_cache = at(AT_MOUNT) & 1 != 0;
     s.mount.discard = at(AT_MOUNT) & 2 != 0;
     s.mount.fitrim = at(AT_MOUNT) & 4 != 0;
+    s.mount.chunk_cost = at(AT_MOUNT) & 8 != 0;
+    if s.mount.chunk_cost {
+        s.chunk[Kind::System.index()] =
+            Some(SYSTEM_CHUNKS[pick(AT_SYSTEM_CHUNK, SYSTEM_CHUNKS.len())]);
+    }
     // Swarm: a weight 0..=3 per operation kind; 0 turns it off. `endio`
     // only means something under space_cache.
     let mut weights = [0usize; OP_KINDS.len()];

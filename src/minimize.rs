@@ -8,7 +8,7 @@
 //! replays to the same violation.
 
 use crate::variant::Variant;
-use bgfuzz_engine::{Kind, Op, MAX_TASKS};
+use bgfuzz_engine::{Kind, MountOpts, Op, MAX_TASKS};
 
 use crate::oracles::ViolationKind;
 use crate::run::{run, Mode, Run};
@@ -27,7 +27,8 @@ fn size(s: &Scenario) -> (usize, usize, usize, u64, usize) {
             _ => 0,
         })
         .sum();
-    let headers = usize::from(s.device.is_some()) + s.chunk.iter().flatten().count();
+    let headers =
+        usize::from(s.device.is_some()) + s.chunk.iter().flatten().count() + s.mount.names().len();
     (s.steps.len(), tasks, s.fails.len(), bytes, headers)
 }
 
@@ -360,6 +361,21 @@ impl Shrinker {
         for k in 0..3 {
             let mut cand = self.current();
             if cand.chunk[k].take().is_some() {
+                progress |= self.try_candidate(&cand);
+            }
+        }
+        // Each mount option the witness does not need: a reader should see
+        // only the ones that matter.
+        for name in self.best.scenario.mount.names() {
+            let mut cand = self.current();
+            let mut mount = MountOpts::default();
+            for other in cand.mount.names() {
+                if other != name {
+                    mount.set(other);
+                }
+            }
+            if mount != cand.mount {
+                cand.mount = mount;
                 progress |= self.try_candidate(&cand);
             }
         }

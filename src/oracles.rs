@@ -145,7 +145,11 @@ impl Oracles {
                             abort: Some(a.clone()),
                         });
                     }
-                    if a.error.origin == Origin::Model && checks[2].is_none() {
+                    // An ENOSPC with no device hole left for a system chunk
+                    // is the filesystem being full: even a kernel with
+                    // every fix aborts there (phase 2 has nothing to
+                    // reserve from).
+                    if a.error.origin == Origin::Model && !a.device_full && checks[2].is_none() {
                         checks[2] = Some(Finding {
                             kind: ViolationKind::UnjustifiedAbort,
                             message: format!(
@@ -709,6 +713,22 @@ fn check_space_info(engine: &Engine) -> Option<Finding> {
                 ),
             );
         }
+    }
+    // 4fbcdf669454: the system space_info's `bytes_may_use` is the sum of
+    // the handles' `chunk_bytes_reserved`.
+    let si = engine.space_info(Kind::System);
+    let held: u64 = (0..MAX_TASKS)
+        .filter_map(|t| engine.handle(t))
+        .map(|h| h.chunk_bytes_reserved)
+        .sum();
+    if si.bytes_may_use != held {
+        return finding(
+            ViolationKind::SpaceAccounting,
+            format!(
+                "space_info system: bytes_may_use {}, the handles' chunk_bytes_reserved sum to {held}",
+                si.bytes_may_use
+            ),
+        );
     }
     None
 }

@@ -10,8 +10,8 @@
 use std::fmt;
 
 use crate::engine::{
-    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, F2E6E518335F8, F675DFE1223A6,
-    F67C5E7D464BC, F7785A663C4BE, FF1F8250,
+    PatchId, Patches, ACAEEDB193A5, C79A175175D5, E44081EF6118, F2E6E518335F8, F4FBCDF669454,
+    F675DFE1223A6, F67C5E7D464BC, F7785A663C4BE, FF1F8250,
 };
 
 /// One row of the variant table.
@@ -73,6 +73,11 @@ const VARIANTS: &[VariantDef] = &[
         name: "bug-2e6e5183",
         description: "fixed without 2e6e518335f8: phase 1 puts a new bg in the cache tree before setting its ->space_info; a concurrent FITRIM walking the cache tree dereferences NULL in do_trimming (mount fitrim)",
         patches: Patches::FIXED.without(F2E6E518335F8),
+    },
+    VariantDef {
+        name: "bug-4fbcdf66",
+        description: "fixed without 4fbcdf669454: check_system_chunk only checks the free system space, reserving none; handles that passed the same check exhaust it, and a later phase 2's chunk-tree update gets -ENOSPC and aborts (mount chunk_cost)",
+        patches: Patches::FIXED.without(F4FBCDF669454),
     },
 ];
 

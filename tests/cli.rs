@@ -308,13 +308,13 @@ const INVALID: &[(&str, &[u8], usize, &str)] = &[
         "unknown mount option",
         b"mount space_cache bogus\nA: start\n",
         1,
-        "unknown mount option `bogus` (known: space_cache, discard, fitrim)",
+        "unknown mount option `bogus` (known: space_cache, discard, fitrim, chunk_cost)",
     ),
     (
         "mount without options",
         b"\nmount\nA: start\n",
         2,
-        "`mount` needs options (known: space_cache, discard, fitrim)",
+        "`mount` needs options (known: space_cache, discard, fitrim, chunk_cost)",
     ),
     (
         "bad size (not 4K)",

@@ -202,6 +202,7 @@ fn write_after_abort_fires_when_committed_state_moves() {
         task: A,
         stack: &["__btrfs_end_transaction"],
         in_critical: false,
+        device_full: false,
     };
     assert!(o.after_step(&e, &[Event::Abort(abort)]).is_none());
     e.testing_committed_mut().roots_transid = 2;
@@ -391,4 +392,47 @@ fn bg_half_initialized_fires_when_trim_reaches_a_bg_mid_phase_1() {
     whole.mount.fitrim = false;
     let r = run(&whole, Variant::parse("v4.1").unwrap(), Mode::Loose).unwrap();
     assert!(r.violation.is_none());
+}
+
+#[test]
+fn unjustified_abort_forgives_enospc_only_on_a_full_device() {
+    let abort = |device_full| {
+        Event::Abort(bgfuzz::engine::AbortInfo {
+            transid: 2,
+            error: Error::model(Errno::ENOSPC),
+            task: A,
+            stack: &[
+                "__btrfs_end_transaction",
+                "btrfs_create_pending_block_groups",
+            ],
+            in_critical: false,
+            device_full,
+        })
+    };
+    let e = engine();
+    let f = Oracles::new().after_step(&e, &[abort(false)]).unwrap();
+    assert_eq!(f.kind, ViolationKind::UnjustifiedAbort);
+    assert!(Oracles::new().after_step(&e, &[abort(true)]).is_none());
+    // The engine sets it: the 4fbcdf66 witness aborts with room on the
+    // device for a system chunk, so the abort is not forgiven.
+    let s =
+        Scenario::parse(&std::fs::read("corpus/scripts/zoo/bug-4fbcdf66.scn").unwrap()).unwrap();
+    let r = run(&s, Variant::parse("v4.1").unwrap(), Mode::Strict).unwrap();
+    let v = r.violation.unwrap();
+    assert_eq!(v.finding.kind, ViolationKind::UnjustifiedAbort);
+    assert!(!v.finding.abort.unwrap().device_full);
+    // The same interleaving on a device with no room left after the three
+    // chunks: the abort is the filesystem being full.
+    let mut full = s.clone();
+    full.device = Some(1024 * 1024 + 640 * 1024 + 5 * 16 * 1024 * 1024);
+    let r = run(&full, Variant::parse("v4.1").unwrap(), Mode::Loose).unwrap();
+    assert!(
+        r.violation.is_none(),
+        "{:?}",
+        r.violation.map(|v| v.finding)
+    );
+    assert!(r.steps.iter().flat_map(|s| &s.events).any(|ev| matches!(
+        ev,
+        Event::Abort(a) if a.error.errno == Errno::ENOSPC && a.device_full
+    )));
 }

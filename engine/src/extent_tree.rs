@@ -34,6 +34,7 @@ use crate::{
     ACAEEDB193A5, E33E17EE1098, E44081EF6118, F2E6E518335F8, F675DFE1223A6, F67C5E7D464BC,
     F7248E0CEBBE, FF1F8250, FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
 };
+use crate::{Handle, CHUNK_ITEM_COST, F4FBCDF669454};
 
 /// `get_system_chunk_thresh` for a single device:
 /// `btrfs_calc_trans_metadata_size(root, num_dev + 1)` =
@@ -269,6 +270,15 @@ impl Engine {
             self.btrfs_abort_transaction(task, transid, err, stack);
             return true;
         }
+        // `ret = btrfs_finish_chunk_alloc(...); if (ret)
+        // btrfs_abort_transaction(...)`. The kernel inserted the bg item
+        // just before; the aborted transaction never commits it.
+        if self.config.mount.chunk_cost {
+            if let Err(err) = self.chunk_tree_update(task) {
+                self.btrfs_abort_transaction(task, transid, err, stack);
+                return true;
+            }
+        }
         self.insert_bg_items(id);
         true
     }
@@ -303,6 +313,14 @@ impl Engine {
         size: u64,
         transid: u64,
     ) -> Option<Done> {
+        // A system extent is a chunk-tree block: under `mount chunk_cost`
+        // it may not take the room the chunk tree's updates took
+        // (`chunk_tree_bytes`, in no bg's free space here) or that handles
+        // reserved for theirs (`bytes_may_use`), as the kernel's metadata
+        // reservation would not. Without the option both are 0.
+        if kind == Kind::System && size > self.system_left() {
+            return None;
+        }
         let found = self.cache_tree.values().find_map(|&id| {
             let bg = &self.bgs[id.0 as usize];
             // v4.1 searches `space_info->block_groups`: a bg in the cache
@@ -338,21 +356,95 @@ impl Engine {
         })
     }
 
+    /// What the system space_info has left: `total_bytes - bytes_used -
+    /// bytes_reserved - bytes_readonly`, less the chunk tree's bytes and
+    /// (4fbcdf669454 counts them; only it makes any) `bytes_may_use`.
+    fn system_left(&self) -> u64 {
+        let si = self.space_info(Kind::System);
+        si.total_bytes.saturating_sub(
+            si.bytes_used
+                + si.bytes_reserved
+                + si.bytes_readonly
+                + si.chunk_tree_bytes
+                + si.bytes_may_use,
+        )
+    }
+
+    /// Whether `btrfs_alloc_chunk` could make a system chunk of at least
+    /// `bytes` now: some device hole holds it.
+    pub(crate) fn room_for_system_chunk(&self, bytes: u64) -> bool {
+        self.find_free_dev_extent(bytes)
+            .is_some_and(|(_, len)| len >= bytes)
+    }
+
     /// fs/btrfs/extent-tree.c, `check_system_chunk`: when the system
     /// space_info has less than [`SYSTEM_CHUNK_THRESH`] left for the chunk
     /// tree update, allocate a system chunk first (its result ignored, as
-    /// in v4.1): a second pending bg on the same handle. Returns it.
-    fn check_system_chunk(&mut self, task: TaskId, transid: u64) -> Option<BgId> {
-        let si = self.space_info(Kind::System);
-        let left = si
-            .total_bytes
-            .saturating_sub(si.bytes_used + si.bytes_reserved + si.bytes_readonly);
-        if left >= SYSTEM_CHUNK_THRESH {
-            return None;
+    /// in v4.1): a second pending bg on the same handle. Returns it, or
+    /// `Err` when that allocation failed (ENOSPC). With 4fbcdf669454 the
+    /// threshold is then reserved ([`Engine::reserve_chunk_metadata`]),
+    /// here or, for a system chunk stopped halfway, once its phase 1 ends.
+    fn check_system_chunk(&mut self, task: TaskId, transid: u64) -> Result<Option<BgId>, ()> {
+        if self.system_left() >= SYSTEM_CHUNK_THRESH {
+            self.reserve_chunk_metadata(task);
+            return Ok(None);
         }
-        let bg = self.btrfs_make_block_group(Kind::System, transid, Some(task))?;
+        let Some(bg) = self.btrfs_make_block_group(Kind::System, transid, Some(task)) else {
+            return Err(());
+        };
         self.events.push(Event::SystemChunkForced { bg });
-        Some(bg)
+        if self.bg(bg).linked {
+            self.reserve_chunk_metadata(task);
+        }
+        Ok(Some(bg))
+    }
+
+    /// 4fbcdf669454's tail of `check_system_chunk`, under `mount
+    /// chunk_cost`: `btrfs_block_rsv_add(..., &fs_info->chunk_block_rsv,
+    /// thresh, BTRFS_RESERVE_NO_FLUSH)`, and on success
+    /// `trans->chunk_bytes_reserved += thresh`. v4.1 reserves nothing.
+    fn reserve_chunk_metadata(&mut self, task: TaskId) {
+        if !self.config.mount.chunk_cost
+            || !self.applied(F4FBCDF669454)
+            || self.system_left() < SYSTEM_CHUNK_THRESH
+        {
+            return;
+        }
+        self.space_info[Kind::System.index()].bytes_may_use += SYSTEM_CHUNK_THRESH;
+        self.tasks[task]
+            .handle
+            .as_mut()
+            .expect("check_system_chunk runs under a handle")
+            .chunk_bytes_reserved += SYSTEM_CHUNK_THRESH;
+    }
+
+    /// Phase 2's chunk-tree update for one bg, under `mount chunk_cost`
+    /// (volumes.c `btrfs_finish_chunk_alloc` COWing the chunk tree): its
+    /// [`CHUNK_ITEM_COST`] comes from the handle's `chunk_block_rsv`
+    /// reservation if it has one (`use_block_rsv`'s
+    /// `block_rsv_use_bytes`), else straight from the system space_info
+    /// (`reserve_metadata_bytes(..., BTRFS_RESERVE_NO_FLUSH)`), else
+    /// `-ENOSPC`.
+    fn chunk_tree_update(&mut self, task: TaskId) -> Result<(), Error> {
+        let h = self.tasks[task]
+            .handle
+            .as_mut()
+            .expect("phase 2 runs under a handle");
+        let si = &mut self.space_info[Kind::System.index()];
+        if h.chunk_bytes_reserved >= CHUNK_ITEM_COST {
+            h.chunk_bytes_reserved -= CHUNK_ITEM_COST;
+            si.bytes_may_use -= CHUNK_ITEM_COST;
+        } else if self.system_left() < CHUNK_ITEM_COST {
+            return Err(Error::model(Errno::ENOSPC));
+        }
+        self.space_info[Kind::System.index()].chunk_tree_bytes += CHUNK_ITEM_COST;
+        Ok(())
+    }
+
+    /// fs/btrfs/transaction.c, `btrfs_trans_release_chunk_metadata`
+    /// (4fbcdf669454): what the handle reserved and did not use goes back.
+    pub(crate) fn btrfs_trans_release_chunk_metadata(&mut self, h: &Handle) {
+        self.space_info[Kind::System.index()].bytes_may_use -= h.chunk_bytes_reserved;
     }
 
     /// fs/btrfs/extent-tree.c, `do_chunk_alloc`: `check_system_chunk`,
@@ -371,7 +463,7 @@ impl Engine {
             }
             return Err(err);
         }
-        if let Some(sys) = self.check_system_chunk(task, transid) {
+        if let Ok(Some(sys)) = self.check_system_chunk(task, transid) {
             if !self.bg(sys).linked {
                 return Ok(Some(HalfMade {
                     bg: sys,
@@ -413,6 +505,8 @@ impl Engine {
         if let Some(h) = half {
             self.make_block_group_finish(h.bg, Some(task));
             if let Some(k) = h.then {
+                // check_system_chunk's system chunk is whole: reserve.
+                self.reserve_chunk_metadata(task);
                 match self.btrfs_alloc_chunk_bg(task, k, transid) {
                     Err(err) => return self.fail_alloc(ext, err),
                     Ok(Some(h)) => {

@@ -111,6 +111,15 @@ pub const F67C5E7D464BC: PatchId = PatchId(8);
 /// in between and `do_trimming` dereferences NULL.
 pub const F2E6E518335F8: PatchId = PatchId(9);
 
+/// 4fbcdf669454 ("Btrfs: fix -ENOSPC when finishing block group
+/// creation", v4.2): `check_system_chunk` reserves its threshold in
+/// `chunk_block_rsv` (`trans->chunk_bytes_reserved`) and counts others'
+/// reservations (`bytes_may_use`) in what is left. Without it, v4.1 only
+/// checks: several handles pass the check against the same free system
+/// space, and a later phase 2's chunk-tree update gets -ENOSPC and aborts
+/// (`mount chunk_cost`).
+pub const F4FBCDF669454: PatchId = PatchId(10);
+
 /// Every modelled patch, indexed by [`PatchId`].
 pub const PATCHES: &[Patch] = &[
     Patch {
@@ -200,6 +209,15 @@ pub const PATCHES: &[Patch] = &[
         kernel: "v4.2",
         kind: PatchKind::Fix,
         expected: Some("bg-half-initialized"),
+        file: "fs/btrfs/extent-tree.c",
+        needs: None,
+    },
+    Patch {
+        id: "4fbcdf669454",
+        title: "Btrfs: fix -ENOSPC when finishing block group creation",
+        kernel: "v4.2",
+        kind: PatchKind::Fix,
+        expected: Some("unjustified-abort"),
         file: "fs/btrfs/extent-tree.c",
         needs: None,
     },

@@ -18,7 +18,7 @@
 //! Failpoint sites here: `trans_end` (an error in `__btrfs_end_transaction`
 //! before phase 2 runs, which aborts).
 
-use crate::extent_tree::{CriticalStep, DirtyStep, STACK_START_DIRTY};
+use crate::extent_tree::{CriticalStep, DirtyStep, STACK_START_DIRTY, SYSTEM_CHUNK_THRESH};
 use crate::{
     AbortInfo, BgId, BgList, Done, Engine, Errno, Error, Event, Handle, Pc, Site, Stepped, TaskId,
     TransState, TransType, Transaction, Wait, F7785A663C4BE, FIRST_TRANSID,
@@ -103,6 +103,8 @@ impl Engine {
                 h.aborted = true;
             }
         }
+        let device_full =
+            error.errno == Errno::ENOSPC && !self.room_for_system_chunk(SYSTEM_CHUNK_THRESH);
         let tr = self.trans_mut(transid);
         if tr.aborted.is_some() {
             return;
@@ -115,6 +117,7 @@ impl Engine {
             task,
             stack,
             in_critical,
+            device_full,
         }));
     }
 
@@ -170,6 +173,7 @@ impl Engine {
             ty,
             new_bgs: Vec::new(),
             aborted: false,
+            chunk_bytes_reserved: 0,
         });
         Ok(Ok(transid))
     }
@@ -190,6 +194,7 @@ impl Engine {
     pub(crate) fn release_handle(&mut self, task: TaskId) -> Result<(), Error> {
         let h = self.tasks[task].handle.take().expect("handle to release");
         debug_assert!(h.new_bgs.is_empty());
+        self.btrfs_trans_release_chunk_metadata(&h);
         let fs_error = self.fs_error;
         let tr = self.trans_mut(h.transid);
         tr.num_writers -= 1;
@@ -424,6 +429,7 @@ impl Engine {
                     self.release_deleted_bgs(transid, "btrfs_finish_extent_commit");
                     self.trans_mut(transid).state = TransState::Completed;
                     let h = self.tasks[task].handle.take().expect("committer's handle");
+                    self.btrfs_trans_release_chunk_metadata(&h);
                     let tr = self.trans_mut(h.transid);
                     tr.num_writers -= 1;
                     return Stepped::Finished(Ok(Done::Committed { transid }));

@@ -103,17 +103,30 @@ pub struct MountOpts {
     /// bg in the cache tree, where `btrfs_trim_fs` walks, and linking it
     /// into its space_info. Off, phase 1 is one step, as it always was.
     pub fitrim: bool,
+    /// Not a kernel mount option: phase 2's chunk-tree update
+    /// (`btrfs_finish_chunk_alloc`) costs [`CHUNK_ITEM_COST`] of system
+    /// space per bg, which `check_system_chunk` must have left room for.
+    /// Off, the chunk tree costs nothing, as it always did.
+    pub chunk_cost: bool,
 }
+
+/// What one bg's chunk-tree update costs under `mount chunk_cost`:
+/// `btrfs_calc_trans_metadata_size(root, 1)`, the kernel's worst case for
+/// one item (a path of 8 levels of 16K nodes, COWed, times 2), so that
+/// `check_system_chunk`'s threshold (two items' worth) covers the two bgs
+/// one `do_chunk_alloc` can make (a system one and its own).
+pub const CHUNK_ITEM_COST: u64 = 16 * 1024 * 8 * 2;
 
 impl MountOpts {
     /// Every option by its mount name, for scripts and help.
-    pub const NAMES: [&'static str; 3] = ["space_cache", "discard", "fitrim"];
+    pub const NAMES: [&'static str; 4] = ["space_cache", "discard", "fitrim", "chunk_cost"];
 
     pub fn set(&mut self, name: &str) -> bool {
         match name {
             "space_cache" => self.space_cache = true,
             "discard" => self.discard = true,
             "fitrim" => self.fitrim = true,
+            "chunk_cost" => self.chunk_cost = true,
             _ => return false,
         }
         true
@@ -129,6 +142,9 @@ impl MountOpts {
         }
         if self.fitrim {
             v.push("fitrim");
+        }
+        if self.chunk_cost {
+            v.push("chunk_cost");
         }
         v
     }
@@ -448,6 +464,9 @@ pub struct Handle {
     /// v4.1 checks this flag, not the transaction's, in
     /// `btrfs_run_delayed_refs` and `btrfs_run_delayed_items`.
     pub aborted: bool,
+    /// `trans->chunk_bytes_reserved` (4fbcdf669454): what this handle's
+    /// `check_system_chunk` calls reserved for its phase 2.
+    pub chunk_bytes_reserved: u64,
 }
 
 /// One free-space cache IO in flight: `btrfs_write_out_cache` started it
@@ -470,6 +489,13 @@ pub struct SpaceInfo {
     pub bytes_readonly: u64,
     /// `space_info->block_groups[]`, in creation order.
     pub block_groups: Vec<BgId>,
+    /// `bytes_may_use`: here only `chunk_block_rsv`'s reservations
+    /// (4fbcdf669454, `mount chunk_cost`).
+    pub bytes_may_use: u64,
+    /// System space the chunk tree's updates took (`mount chunk_cost`).
+    /// The model keeps it per space_info, not in a bg's `used`: the chunk
+    /// tree's blocks are not extents a script can name.
+    pub chunk_tree_bytes: u64,
 }
 
 /// What the last completed commit wrote.
@@ -665,6 +691,10 @@ pub struct AbortInfo {
     /// Outermost first: `btrfs_commit_transaction`, ...
     pub stack: &'static [&'static str],
     pub in_critical: bool,
+    /// `-ENOSPC` while the device had no hole for a system chunk that
+    /// `check_system_chunk` could have reserved from: the filesystem is
+    /// full, not racing.
+    pub device_full: bool,
 }
 
 /// What the engine tells its observers, in order. The oracles judge these;

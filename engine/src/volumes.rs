@@ -44,9 +44,24 @@ impl Engine {
     /// its logical start is past every chunk (`find_next_chunk`). `None`
     /// when no hole is big enough: ENOSPC.
     pub(crate) fn btrfs_alloc_chunk(&mut self, kind: Kind) -> Option<ChunkPlace> {
-        let want = self.config.chunk(kind);
+        let (dev_offset, len) = self.find_free_dev_extent(self.config.chunk(kind))?;
+        self.dev_extents.insert(dev_offset, len);
+        // find_next_chunk: logical start just past the highest chunk's end.
+        let start = self.bgs.iter().map(|b| b.end()).max().unwrap_or(SZ_1M);
+        Some(ChunkPlace {
+            start,
+            dev_offset,
+            len,
+        })
+    }
+
+    /// fs/btrfs/volumes.c, `find_free_dev_extent` as `__btrfs_alloc_chunk`
+    /// uses it: the first hole of at least `want` bytes past the first
+    /// 1 MiB, else the largest hole rounded down to `BTRFS_STRIPE_LEN`
+    /// (a tail chunk), as (device offset, length). `None` when no hole
+    /// holds a stripe.
+    pub(crate) fn find_free_dev_extent(&self, want: u64) -> Option<(u64, u64)> {
         let (mut cursor, mut best) = (DEV_RESERVED, (0u64, 0u64));
-        let mut found = None;
         let ends = self
             .dev_extents
             .iter()
@@ -58,29 +73,14 @@ impl Engine {
         for (off, end) in ends {
             let hole = off.saturating_sub(cursor);
             if hole >= want {
-                found = Some((cursor, want));
-                break;
+                return Some((cursor, want));
             }
             if hole > best.1 {
                 best = (cursor, hole);
             }
             cursor = cursor.max(end);
         }
-        let (dev_offset, len) = match found {
-            Some(f) => f,
-            None if best.1 >= BTRFS_STRIPE_LEN => {
-                (best.0, best.1 / BTRFS_STRIPE_LEN * BTRFS_STRIPE_LEN)
-            }
-            None => return None,
-        };
-        self.dev_extents.insert(dev_offset, len);
-        // find_next_chunk: logical start just past the highest chunk's end.
-        let start = self.bgs.iter().map(|b| b.end()).max().unwrap_or(SZ_1M);
-        Some(ChunkPlace {
-            start,
-            dev_offset,
-            len,
-        })
+        (best.1 >= BTRFS_STRIPE_LEN).then(|| (best.0, best.1 / BTRFS_STRIPE_LEN * BTRFS_STRIPE_LEN))
     }
 
     /// fs/btrfs/volumes.c, `btrfs_finish_chunk_alloc`: the chunk item, in

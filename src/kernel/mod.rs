@@ -116,9 +116,8 @@ fn setup_err(what: &str) -> impl FnOnce(io::Error) -> KernelError + '_ {
 /// blanked (line numbers kept, for a parser that does not know them), and
 /// the kernel mount options they stand for: `space_cache` is the
 /// v1 cache (`space_cache=v1`), `discard` replaces the default
-/// `nodiscard`, `fitrim` (the model's option that lets a `trim` see a
-/// half-made bg: the kernel needs none) is dropped, anything else is
-/// passed as written.
+/// `nodiscard`, `fitrim` and `chunk_cost` (model options: the kernel
+/// needs none) are dropped, anything else is passed as written.
 pub fn take_mount_lines(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
     let mut words: Vec<String> = Vec::new();
     let mut seen = false;
@@ -136,7 +135,7 @@ pub fn take_mount_lines(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
                     text.split_whitespace()
                         .skip(1)
                         .flat_map(|w| w.split(','))
-                        .filter(|w| !w.is_empty() && *w != "fitrim")
+                        .filter(|w| !w.is_empty() && !matches!(*w, "fitrim" | "chunk_cost"))
                         .map(|w| match w {
                             "space_cache" => "space_cache=v1".to_string(),
                             w => w.to_string(),
