@@ -119,8 +119,8 @@ pub fn decode(bytes: &[u8]) -> Scenario {
 /// many) faults. 14-21: two fault plans of four bytes.
 const AT_FAULTS: usize = 13;
 const AT_PLANS: usize = 14;
-/// 22: mount options, one bit each (bit 0: `space_cache`, bit 1: `discard`,
-/// bit 2: `fitrim`, bit 3: `chunk_cost`).
+/// 22: mount options (bit 0: `space_cache`, bit 1: `discard`, bits 2-4 all
+/// set: `fitrim`, bits 5-7 all set: `chunk_cost`).
 const AT_MOUNT: usize = 22;
 /// 23: swarm weight of `endio`.
 const AT_W_ENDIO: usize = 23;
@@ -153,9 +153,21 @@ fn generate(bytes: &[u8]) -> Scenario {
     let pick = |i: usize, n: usize| at(i) % n;
     let mut s = Scenario::default();
     let ntasks = 2 + pick(0, 3);
+    s.mount.space_cache = at(AT_MOUNT) & 1 != 0;
+    s.mount.discard = at(AT_MOUNT) & 2 != 0;
+    // One case in eight each: they change every chunk allocation's steps,
+    // and the races that need neither keep most of the cases.
+    s.mount.fitrim = (at(AT_MOUNT) >> 2) & 7 == 7;
+    s.mount.chunk_cost = (at(AT_MOUNT) >> 5) & 7 == 7;
     // Small chunks make a new block group (the race's first ingredient) a
-    // single allocation away.
-    let data = DATA_CHUNKS[pick(1, DATA_CHUNKS.len())];
+    // single allocation away. Only a bg of 100M or more gets a free-space
+    // cache (`cache_save_setup`), so under space_cache the data chunk is
+    // one of those: the cache writeout's races need one.
+    let data = if s.mount.space_cache {
+        DATA_CHUNKS[2 + pick(1, 2)]
+    } else {
+        DATA_CHUNKS[pick(1, DATA_CHUNKS.len())]
+    };
     let meta = METADATA_CHUNKS[pick(2, METADATA_CHUNKS.len())];
     // Never below mkfs's three chunks plus one more data chunk, so a small
     // device makes ENOSPC reachable without making mkfs impossible.
@@ -163,10 +175,6 @@ fn generate(bytes: &[u8]) -> Scenario {
     s.chunk[Kind::Data.index()] = Some(data);
     s.chunk[Kind::Metadata.index()] = Some(meta);
     s.device = Some(DEVICES[pick(3, DEVICES.len())].max(floor));
-    s.mount.space_cache = at(AT_MOUNT) & 1 != 0;
-    s.mount.discard = at(AT_MOUNT) & 2 != 0;
-    s.mount.fitrim = at(AT_MOUNT) & 4 != 0;
-    s.mount.chunk_cost = at(AT_MOUNT) & 8 != 0;
     if s.mount.chunk_cost {
         s.chunk[Kind::System.index()] =
             Some(SYSTEM_CHUNKS[pick(AT_SYSTEM_CHUNK, SYSTEM_CHUNKS.len())]);

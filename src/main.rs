@@ -14,7 +14,7 @@ use bgfuzz::minimize::{minimize_with, Budget, Minimized};
 use bgfuzz::variant::Variant;
 
 use bgfuzz::report;
-use bgfuzz::run::{run, Mode};
+use bgfuzz::run::{run, run_patched, Mode};
 use bgfuzz::scenario::Scenario;
 use bgfuzz::search::{shortest, witnesses, Tally};
 use clap::{Parser, Subcommand};
@@ -1020,25 +1020,45 @@ fn hunt_cmd(
             _ => variant,
         };
         let budget = Budget::default();
+        // Checked with the patches the hunt found it under (the variant's
+        // and the fixes of the bugs found before).
+        let found_with = b.run.patches;
         let m = minimize_with(&b.run.scenario, under, budget)
             .filter(|m| m.kind == kind)
             .and_then(|m| {
-                let again = bgfuzz::run::run(&m.scenario, variant, Mode::Strict).ok()?;
+                let again = run_patched(&m.scenario, variant, found_with, Mode::Strict).ok()?;
                 let same = again.violation.as_ref().map(|v| v.finding.kind) == Some(kind)
                     && attribute(&again.scenario, variant, again.patches) == b.fixes;
                 same.then_some((m.scenario, again))
             });
         let (scn, r) = m.unwrap_or_else(|| (b.run.scenario.clone(), b.run.clone()));
         let mut scn = scn;
-        scn.variant = Some(variant);
+        // The script names a variant that shows it as written: the hunted
+        // one where it does, else the bug variant it was minimized under.
+        let shows = |v: Variant| {
+            let mut s = scn.clone();
+            s.variant = Some(v);
+            bgfuzz::run::run(&s, v, Mode::Strict)
+                .ok()
+                .and_then(|r| r.violation)
+                .map(|x| x.finding.kind)
+                == Some(kind)
+        };
+        scn.variant = Some(if shows(variant) { variant } else { under });
         let text = scn.print();
         let path = out.join(kept_name("", kind, &text));
         if let Err(e) = bgfuzz::write_atomic(&path, &text) {
             out!("{text}");
             return Err(e.context(format!("keeping the {kind} witness (printed above)")));
         }
+        let applied = found_with.minus(variant.patches());
         outln!(
-            "\n{kind} under {variant}, first at case {} ({:.3}s), {} step lines:\n",
+            "\n{kind} under {variant}{}, first at case {} ({:.3}s), {} step lines:\n",
+            if applied.is_empty() {
+                String::new()
+            } else {
+                format!(" with the fixes found so far applied ({applied})")
+            },
             b.case,
             at.as_secs_f64(),
             scn.steps.len()

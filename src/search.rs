@@ -8,10 +8,11 @@ use crate::variant::Variant;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use crate::engine::Patches;
 use crate::generate::decode;
 use crate::minimize::{minimize, Minimized};
 use crate::oracles::ViolationKind;
-use crate::run::{run, Mode, Run};
+use crate::run::{run_patched, Mode, Run};
 
 /// Inputs up to this many bytes: enough for `MAX_STEPS` steps.
 pub const MAX_INPUT: usize = 384;
@@ -27,9 +28,22 @@ pub fn case_bytes(seed: u64, case: u64, buf: &mut Vec<u8>) {
 
 /// Runs one case under a variant.
 pub fn run_case(seed: u64, case: u64, variant: Variant, buf: &mut Vec<u8>) -> Run {
+    run_case_patched(seed, case, variant, variant.patches(), buf)
+}
+
+/// [`run_case`] with the engine's patches given: a hunt's variant plus the
+/// fixes of the bugs it already found.
+pub fn run_case_patched(
+    seed: u64,
+    case: u64,
+    variant: Variant,
+    patches: Patches,
+    buf: &mut Vec<u8>,
+) -> Run {
     case_bytes(seed, case, buf);
     let scn = decode(buf);
-    run(&scn, variant, Mode::Loose).expect("a decoded scenario always runs in loose mode")
+    run_patched(&scn, variant, patches, Mode::Loose)
+        .expect("a decoded scenario always runs in loose mode")
 }
 
 /// What a search saw so far.
@@ -136,7 +150,9 @@ fn rank(m: &Minimized) -> (usize, usize) {
 }
 
 /// A distinct bug a hunt found: distinct by the fixes that remove it (and
-/// its violation kind), with the first case that showed it.
+/// its violation kind), with the first case that showed it. `run.patches`
+/// is what the engine ran with: the hunted variant's and the fixes of the
+/// bugs found before it.
 #[derive(Clone, Debug)]
 pub struct Hunted {
     pub case: u64,
@@ -145,10 +161,12 @@ pub struct Hunted {
 }
 
 /// Searches cases `0..` of `seed` under `variant` for as long as
-/// `keep_going` says, keeping the first witness of each distinct bug: two
-/// witnesses are the same bug when the same missing fixes remove them and
-/// they violate the same oracle. `found` hears of each new one as it comes
-/// (where a caller reads the clock).
+/// `keep_going` says, keeping the first witness of each distinct bug, as a
+/// developer would: each bug found is fixed (the fixes that remove it
+/// alone are applied) and the search goes on, so a bug that an earlier one
+/// hides when both fire in one case shows itself. Witnesses that no single
+/// missing fix removes are kept once per violation kind. `found` hears of
+/// each new one as it comes (where a caller reads the clock).
 pub fn hunt(
     seed: u64,
     variant: Variant,
@@ -157,10 +175,11 @@ pub fn hunt(
 ) -> (Tally, Vec<Hunted>) {
     let mut tally = Tally::default();
     let mut bugs: Vec<Hunted> = Vec::new();
+    let mut patches = variant.patches();
     let mut buf = Vec::with_capacity(MAX_INPUT);
     while keep_going(&tally) {
         let case = tally.cases;
-        let r = run_case(seed, case, variant, &mut buf);
+        let r = run_case_patched(seed, case, variant, patches, &mut buf);
         tally.cases += 1;
         tally.steps += r.steps.len() as u64;
         let Some(v) = &r.violation else { continue };
@@ -171,6 +190,7 @@ pub fn hunt(
             b.fixes == fixes && b.run.violation.as_ref().map(|x| x.finding.kind) == Some(kind)
         });
         if !seen {
+            patches = fixes.iter().fold(patches, |ps, &p| ps.with(p));
             let h = Hunted {
                 case,
                 fixes,

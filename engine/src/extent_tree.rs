@@ -889,7 +889,15 @@ impl Engine {
             MIN_ALLOCABLE_BYTES
         };
         let si = &mut self.space_info[bg.kind.index()];
-        if si.bytes_used + si.bytes_reserved + si.bytes_readonly + num_bytes + min_allocable
+        // `sinfo->bytes_may_use` counts here: a bg others reserved from
+        // stays writable. The chunk tree's bytes are system `bytes_used`.
+        if si.bytes_used
+            + si.bytes_reserved
+            + si.bytes_readonly
+            + si.bytes_may_use
+            + si.chunk_tree_bytes
+            + num_bytes
+            + min_allocable
             > si.total_bytes
         {
             return Err(Errno::ENOSPC);
