@@ -1023,14 +1023,19 @@ fn hunt_cmd(
         // Checked with the patches the hunt found it under (the variant's
         // and the fixes of the bugs found before).
         let found_with = b.run.patches;
-        let m = minimize_with(&b.run.scenario, under, budget)
-            .filter(|m| m.kind == kind)
-            .and_then(|m| {
-                let again = run_patched(&m.scenario, variant, found_with, Mode::Strict).ok()?;
-                let same = again.violation.as_ref().map(|v| v.finding.kind) == Some(kind)
-                    && attribute(&again.scenario, variant, again.patches) == b.fixes;
-                same.then_some((m.scenario, again))
-            });
+        // Where the bug variant's features make the result another bug
+        // under the hunted patches, shrinking under the hunted variant
+        // itself is tried next (the same check guards it).
+        let m = [under, variant].into_iter().find_map(|v| {
+            minimize_with(&b.run.scenario, v, budget)
+                .filter(|m| m.kind == kind)
+                .and_then(|m| {
+                    let again = run_patched(&m.scenario, variant, found_with, Mode::Strict).ok()?;
+                    let same = again.violation.as_ref().map(|v| v.finding.kind) == Some(kind)
+                        && attribute(&again.scenario, variant, again.patches) == b.fixes;
+                    same.then_some((m.scenario, again))
+                })
+        });
         let (scn, r) = m.unwrap_or_else(|| (b.run.scenario.clone(), b.run.clone()));
         let mut scn = scn;
         // The script names a variant that shows it as written: the hunted
