@@ -48,6 +48,15 @@ fn a_v41_hunt_reports_distinct_bugs_with_their_fixes() {
         text.contains(&format!("removed upstream by {id}")),
         "{text}"
     );
+    // Fix-and-go-on: with c79a175175d5 applied after the first bug, the
+    // leak it hid (bgs left on start_dirty's local list) has its own row.
+    for id in ["acaeedb193a5", "2e6e518335f8", "67c5e7d464bc"] {
+        assert!(text.lines().any(|l| l.starts_with(id)), "{id}: {text}");
+    }
+    assert!(
+        text.contains("with the fixes found so far applied (c79a175175d5"),
+        "{text}"
+    );
     // Every kept witness is a script that replays.
     let kept: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
     assert!(!kept.is_empty());
