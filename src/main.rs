@@ -1190,7 +1190,7 @@ fn list() -> anyhow::Result<ExitCode> {
 }
 
 /// The script operations, as `bgfuzz list` shows them.
-const OPERATIONS: [(&str, &str); 11] = [
+const OPERATIONS: [(&str, &str); 12] = [
     ("start", "btrfs_start_transaction: take a handle"),
     (
         "join",
@@ -1224,6 +1224,10 @@ const OPERATIONS: [(&str, &str); 11] = [
     (
         "relocate START",
         "balance one chunk by logical start (e.g. 289M): btrfs_relocate_chunk of an empty bg (no handle held)",
+    ),
+    (
+        "trim",
+        "FITRIM: btrfs_trim_fs walks the cache tree, one bg a step (no handle held)",
     ),
     (
         "continue",
