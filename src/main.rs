@@ -270,6 +270,20 @@ struct ExploreArgs {
     /// measure what symmetry reduction saves).
     #[arg(long)]
     no_symmetry: bool,
+    /// Also inject faults: every step that evaluates a failpoint is also
+    /// tried with that evaluation failing, with each errno the site
+    /// understands (`bgfuzz list`), up to --max-faults per run. A fault
+    /// costs no step line, so counterexamples stay shortest; their `fail`
+    /// headers replay them.
+    #[arg(long)]
+    faults: bool,
+    /// With --faults: only the first K evaluations of each site may fail
+    /// [default: 2].
+    #[arg(long, value_name = "K", requires = "faults")]
+    fault_hits: Option<u64>,
+    /// With --faults: at most N faults in one run [default: 1].
+    #[arg(long, value_name = "N", requires = "faults")]
+    max_faults: Option<u64>,
     /// Stop after a time (30s, 5m) or a number of distinct states (a plain
     /// number); the verdict then says "incomplete".
     #[arg(long)]
@@ -1440,6 +1454,19 @@ fn explore_bounds(a: &ExploreArgs) -> Result<(Bounds, Limits), Invalid> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?,
     };
+    let faults = if a.faults {
+        let d = bgfuzz::explore::DEFAULT_FAULTS;
+        let small = |n: Option<u64>, d: u8, e: fn(u64) -> BoundsError| match n {
+            None => Ok(d),
+            Some(n) => u8::try_from(n).map_err(|_| invalid(e(n))),
+        };
+        Some(bgfuzz::explore::FaultBounds {
+            max: small(a.max_faults, d.max, BoundsError::MaxFaults)?,
+            hits: small(a.fault_hits, d.hits, BoundsError::FaultHits)?,
+        })
+    } else {
+        None
+    };
     let bounds = Bounds {
         variant: a.variant,
         tasks: a.tasks,
@@ -1447,6 +1474,7 @@ fn explore_bounds(a: &ExploreArgs) -> Result<(Bounds, Limits), Invalid> {
         alphabet,
         config,
         symmetry: !a.no_symmetry,
+        faults,
     };
     bgfuzz::explore::validate(&bounds).map_err(invalid)?;
     let mut limits = Limits::default();
