@@ -144,8 +144,8 @@ impl Bounds {
         }
     }
 
-    /// Bounds that can reach the bug of a `bug-*` variant without an
-    /// injected fault, where one is known: the defaults, or for a bug in
+    /// Bounds that reach the bug of a `bug-*` variant (with `--faults`
+    /// for the bugs on error paths): the defaults, or for a bug in
     /// the free-space cache path (e44081ef6118) `mount space_cache` with a
     /// data chunk large enough to get a cache (100M) and an alloc that fills
     /// the metadata bg, so the endio worker creates one, or for balance
@@ -191,6 +191,48 @@ impl Bounds {
                 "delete_unused",
                 "relocate 25M",
             ]);
+        }
+        // Bugs on error paths: only an injected fault reaches them. Each
+        // gets the smallest bounds under which explore's counterexample is
+        // no longer than `bgfuzz run`'s minimized witness.
+        // c79a175175d5: an EIO in the commit's first writeout with a cache
+        // IO in flight (mount space_cache, as e44081ef6118's bounds).
+        if variant.bug_patch() == Some(bgfuzz_engine::C79A175175D5) {
+            b.config.mount.space_cache = true;
+            b.config.chunk_size[Kind::Data.index()] = 128 * SZ_1M;
+            b.config.device_size = 256 * SZ_1M;
+            b.alphabet = letters(&["start", "alloc data 4K", "end", "commit"]);
+            b.faults = Some(DEFAULT_FAULTS);
+        }
+        // acaeedb193a5: a writeout error with bgs still on the local list;
+        // the shortest way needs two failing lookups, so two faults.
+        if variant.bug_patch() == Some(bgfuzz_engine::ACAEEDB193A5) {
+            b.ops = 5;
+            b.alphabet = letters(&[
+                "start",
+                "alloc data 4K",
+                "alloc metadata 4K",
+                "alloc data 16M",
+                "end",
+                "commit",
+            ]);
+            b.faults = Some(FaultBounds { max: 2, hits: 2 });
+        }
+        // 7785a663c4be: under -o discard, a bg the cleaner removed waits on
+        // deleted_bgs when the commit aborts.
+        if variant.bug_patch() == Some(bgfuzz_engine::F7785A663C4BE) {
+            b.ops = 5;
+            b.config.mount.discard = true;
+            b.alphabet = letters(&[
+                "start",
+                "alloc data 4K",
+                "alloc metadata 4K",
+                "free",
+                "end",
+                "commit",
+                "delete_unused",
+            ]);
+            b.faults = Some(DEFAULT_FAULTS);
         }
         b
     }
