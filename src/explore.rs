@@ -84,11 +84,15 @@ pub struct Bounds {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultBounds {
     pub max: u8,
-    pub hits: u8,
+    /// `None`: any evaluation (`--fault-hits any`).
+    pub hits: Option<u8>,
 }
 
-/// `--max-faults` and `--fault-hits` when `--faults` is given alone.
-pub const DEFAULT_FAULTS: FaultBounds = FaultBounds { max: 1, hits: 2 };
+/// `--max-faults` and `--fault-hits` when `--faults` is given alone: one
+/// fault, at any evaluation. Any is the cheaper bound as well as the
+/// wider: without a hit bound, hit counts are not state, so states that
+/// differ only in how often a site was evaluated merge.
+pub const DEFAULT_FAULTS: FaultBounds = FaultBounds { max: 1, hits: None };
 /// The largest `--fault-hits` and `--max-faults`: beyond them the fault
 /// choices alone outgrow any exhaustive search.
 pub const MAX_FAULT_HITS: u8 = 16;
@@ -216,7 +220,7 @@ impl Bounds {
                 "end",
                 "commit",
             ]);
-            b.faults = Some(FaultBounds { max: 2, hits: 2 });
+            b.faults = Some(FaultBounds { max: 2, hits: None });
         }
         // 7785a663c4be: under -o discard, a bg the cleaner removed waits on
         // deleted_bgs when the commit aborts.
@@ -258,8 +262,12 @@ impl Bounds {
             match self.faults {
                 None => "off".to_string(),
                 Some(f) => format!(
-                    "at most {} per run, at hits 1..={} of each site",
-                    f.max, f.hits
+                    "at most {} per run, at {}",
+                    f.max,
+                    match f.hits {
+                        Some(k) => format!("hits 1..={k} of each site"),
+                        None => "any evaluation".to_string(),
+                    }
                 ),
             }
         )
@@ -273,7 +281,7 @@ pub enum BoundsError {
     Tasks(usize),
     #[error("--ops {0}: at least 1 and at most {MAX_OPS}")]
     Ops(u64),
-    #[error("--fault-hits {0}: at least 1 and at most {MAX_FAULT_HITS}")]
+    #[error("--fault-hits {0}: at least 1 and at most {MAX_FAULT_HITS}, or `any`")]
     FaultHits(u64),
     #[error("--max-faults {0}: at least 1 and at most {MAX_FAULTS}")]
     MaxFaults(u64),
@@ -341,8 +349,8 @@ pub fn validate(b: &Bounds) -> Result<(), BoundsError> {
         return Err(BoundsError::EmptyAlphabet);
     }
     if let Some(f) = b.faults {
-        if f.hits == 0 || f.hits > MAX_FAULT_HITS {
-            return Err(BoundsError::FaultHits(u64::from(f.hits)));
+        if let Some(k) = f.hits.filter(|&k| k == 0 || k > MAX_FAULT_HITS) {
+            return Err(BoundsError::FaultHits(u64::from(k)));
         }
         if f.max == 0 || f.max > MAX_FAULTS {
             return Err(BoundsError::MaxFaults(u64::from(f.max)));
@@ -508,9 +516,33 @@ impl TraceEntry {
     }
 }
 
-/// A fault a step injected: the site's `hit`-th evaluation since mkfs
+/// A fault a step injected: the site's `nth` evaluation in the step
 /// returned `errno`.
 type Fault = (Site, u32, Errno);
+
+/// Arms the plans that fail the chosen evaluations of one step.
+fn arm(faults: &mut Faults, chosen: &[Fault]) {
+    for site in Site::ALL {
+        let nths: Vec<(u32, Errno)> = chosen
+            .iter()
+            .filter(|f| f.0 == site)
+            .map(|&(_, n, e)| (n, e))
+            .collect();
+        if !nths.is_empty() {
+            faults.set_plan(&fault_plan(site, &nths));
+        }
+    }
+}
+
+/// The index in `log` of the `nth` evaluation of `site`.
+fn nth_of(log: &[Site], site: Site, nth: u32) -> usize {
+    log.iter()
+        .enumerate()
+        .filter(|(_, &s)| s == site)
+        .nth(nth as usize - 1)
+        .map(|(i, _)| i)
+        .expect("a chosen fault's evaluation is in the log")
+}
 
 const ROOT: u32 = u32::MAX;
 
@@ -582,6 +614,9 @@ struct Explorer<'a, P: FnMut(&Stats)> {
     stop: Option<String>,
     /// Reused for each node's transitions.
     choices: Vec<(TaskId, Code)>,
+    /// The initial state, from which a counterexample's faults are
+    /// numbered.
+    root: Engine,
     /// The sets of faults steps injected, each stored once (the first is
     /// empty); a trace entry names one by index.
     fault_sets: Vec<Vec<Fault>>,
@@ -601,7 +636,8 @@ pub fn explore<P: FnMut(&Stats)>(
         None => Engine::new(bounds.config, bounds.variant.patches(), false),
         Some(f) => {
             let mut faults = Faults::default();
-            faults.set_hit_cap(u32::from(f.hits));
+            faults.set_hit_cap(u32::from(f.hits.unwrap_or(0)));
+            faults.set_logging(true);
             Engine::with_faults(bounds.config, bounds.variant.patches(), faults)
         }
     }
@@ -626,6 +662,7 @@ pub fn explore<P: FnMut(&Stats)>(
         found: None,
         stop: None,
         choices: Vec::with_capacity(32),
+        root: root.engine.clone(),
         fault_sets: vec![Vec::new()],
         fault_set_index: HashMap::new(),
     };
@@ -834,36 +871,22 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
             .engine
             .faults_mut()
             .expect("explore --faults arms the engine");
-        for site in Site::ALL {
-            // The plan counts from now on: hit numbers relative to the
-            // parent's.
-            let base = faults.hits(site);
-            let hits: Vec<(u32, Errno)> = chosen
-                .iter()
-                .filter(|f| f.0 == site)
-                .map(|&(_, h, e)| (h - base, e))
-                .collect();
-            if !hits.is_empty() {
-                faults.set_plan(&fault_plan(site, &hits));
-            }
-        }
+        arm(faults, chosen);
         self.apply(&mut child, t, code);
         let faults = child.engine.faults_mut().expect("armed");
         let log = faults.take_log();
         assert!(faults.spent(), "a chosen fault did not fire: {chosen:?}");
         child.faults_left -= chosen.len() as u8;
         if child.faults_left == 0 {
-            // No more branching: the hits counted so far no longer matter.
+            // No more branching: the hits counted so far no longer matter,
+            // and nothing reads the log.
             faults.set_hit_cap(0);
+            faults.set_logging(false);
         }
+        // Evaluations after the last chosen one may fail too.
         let later = match chosen.last() {
             None => 0,
-            Some(&(site, hit, _)) => {
-                log.iter()
-                    .position(|&x| x == (site, hit))
-                    .expect("a chosen fault's evaluation is in the log")
-                    + 1
-            }
+            Some(&(site, nth, _)) => nth_of(&log, site, nth) + 1,
         };
         let more = child.faults_left > 0;
         let Some(set) = self.fault_set(chosen) else {
@@ -872,15 +895,29 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
         if self.admit(child, t, code, set, next) {
             return true;
         }
-        if more {
-            for &(site, hit) in &log[later..] {
-                for &errno in site.errnos() {
-                    chosen.push((site, hit, errno));
-                    if self.step_with_faults(parent, t, code, chosen, next) {
-                        return true;
-                    }
-                    chosen.pop();
+        if !more {
+            return false;
+        }
+        let base = parent.engine.faults().expect("armed");
+        for j in later..log.len() {
+            let site = log[j];
+            let nth = log[..=j].iter().filter(|&&s| s == site).count() as u32;
+            // Within the first `hits` of the site since mkfs (counted
+            // exactly below the cap).
+            let eligible = self
+                .bounds
+                .faults
+                .and_then(|f| f.hits)
+                .is_none_or(|k| base.hits(site) + nth <= u32::from(k));
+            if !eligible {
+                continue;
+            }
+            for &errno in site.errnos() {
+                chosen.push((site, nth, errno));
+                if self.step_with_faults(parent, t, code, chosen, next) {
+                    return true;
                 }
+                chosen.pop();
             }
         }
         false
@@ -997,16 +1034,41 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
 
     /// The path to trace entry `idx` as a script, replayed by the runner.
     fn counterexample(&self, idx: u32, finding: Finding) -> Counterexample {
-        let mut steps = Vec::new();
-        let mut fails = Vec::new();
+        let mut path = Vec::new();
         let mut i = idx;
         while i != ROOT {
             let e = self.trace[i as usize];
-            steps.push(Step::new(e.task(), self.action(e.code)));
-            fails.extend_from_slice(&self.fault_sets[e.faults()]);
+            path.push(e);
             i = e.parent;
         }
-        steps.reverse();
+        path.reverse();
+        let steps: Vec<Step> = path
+            .iter()
+            .map(|e| Step::new(e.task(), self.action(e.code)))
+            .collect();
+        // A fault is stored as "the nth evaluation in its step": replay the
+        // path, counting every evaluation, for its number since mkfs.
+        let mut fails: Vec<Fault> = Vec::new();
+        if self.bounds.faults.is_some() {
+            let mut e = self.root.clone();
+            e.faults_mut().expect("armed").set_hit_cap(u32::MAX);
+            for (entry, step) in path.iter().zip(&steps) {
+                let chosen = &self.fault_sets[entry.faults()];
+                let faults = e.faults_mut().expect("armed");
+                let before = Site::ALL.map(|s| faults.hits(s));
+                arm(faults, chosen);
+                match step.action {
+                    Action::Begin(op) => e.begin(step.task, op),
+                    Action::Continue => e.step(step.task),
+                }
+                .expect("the path replays");
+                e.drain_events();
+                for &(site, nth, errno) in chosen {
+                    let i = Site::ALL.iter().position(|&s| s == site).expect("a site");
+                    fails.push((site, before[i] + nth, errno));
+                }
+            }
+        }
         // Hit numbers count from mkfs, as fail-rs counts from the start of
         // the run: one `fail` header per site.
         let fails: Vec<FaultPlan> = Site::ALL

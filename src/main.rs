@@ -277,10 +277,10 @@ struct ExploreArgs {
     /// headers replay them.
     #[arg(long)]
     faults: bool,
-    /// With --faults: only the first K evaluations of each site may fail
-    /// [default: 2].
-    #[arg(long, value_name = "K", requires = "faults")]
-    fault_hits: Option<u64>,
+    /// With --faults: only the first K evaluations of each site since
+    /// mkfs may fail [default: any evaluation].
+    #[arg(long, value_name = "K|any", requires = "faults")]
+    fault_hits: Option<String>,
     /// With --faults: at most N faults in one run [default: 1].
     #[arg(long, value_name = "N", requires = "faults")]
     max_faults: Option<u64>,
@@ -1456,14 +1456,23 @@ fn explore_bounds(a: &ExploreArgs) -> Result<(Bounds, Limits), Invalid> {
     };
     let faults = if a.faults {
         let d = bgfuzz::explore::DEFAULT_FAULTS;
-        let small = |n: Option<u64>, d: u8, e: fn(u64) -> BoundsError| match n {
-            None => Ok(d),
-            Some(n) => u8::try_from(n).map_err(|_| invalid(e(n))),
+        let hits = match a.fault_hits.as_deref() {
+            None => d.hits,
+            Some("any") => None,
+            Some(k) => {
+                let n: u64 = k.parse().map_err(|_| {
+                    Invalid(format!(
+                        "--fault-hits {k}: a number of hits (e.g. 2) or `any`"
+                    ))
+                })?;
+                Some(u8::try_from(n).map_err(|_| invalid(BoundsError::FaultHits(n)))?)
+            }
         };
-        Some(bgfuzz::explore::FaultBounds {
-            max: small(a.max_faults, d.max, BoundsError::MaxFaults)?,
-            hits: small(a.fault_hits, d.hits, BoundsError::FaultHits)?,
-        })
+        let max = match a.max_faults {
+            None => d.max,
+            Some(n) => u8::try_from(n).map_err(|_| invalid(BoundsError::MaxFaults(n)))?,
+        };
+        Some(bgfuzz::explore::FaultBounds { max, hits })
     } else {
         None
     };
