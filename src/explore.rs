@@ -24,6 +24,13 @@
 //! order of step count, so the first violation found is one with the fewest
 //! step lines; it is printed as a `.scn` script that `bgfuzz repro` replays.
 //!
+//! With `--faults`, a step that evaluates failpoints is also taken with
+//! each of those evaluations failing (each errno of its site), while the
+//! run has faults left: faults are chosen where they happen, each costs no
+//! step line, and a counterexample carries them as `fail` headers. The
+//! engine evaluates them itself ([`Faults`]), so their counters are part
+//! of a state. See docs/explore.md.
+//!
 //! The oracles run after every transition, as the runner runs them after
 //! every step; the end-of-run checks run at every quiescent state (no
 //! operation in progress, no handle, no cache IO awaiting a worker), where
