@@ -1206,6 +1206,10 @@ pub struct JsonExploration {
     pub ops: u8,
     pub alphabet: Vec<String>,
     pub symmetry: bool,
+    /// Faults a run may inject (0: `--faults` off).
+    pub max_faults: u8,
+    /// `--fault-hits`; null: any evaluation.
+    pub fault_hits: Option<u8>,
     pub complete: bool,
     pub states: u64,
     pub transitions: u64,
@@ -1239,6 +1243,8 @@ pub fn json(x: &Exploration) -> JsonExploration {
         ops: x.bounds.ops,
         alphabet: x.bounds.alphabet.iter().map(|l| l.to_string()).collect(),
         symmetry: x.bounds.symmetry,
+        max_faults: x.bounds.faults.map_or(0, |f| f.max),
+        fault_hits: x.bounds.faults.and_then(|f| f.hits),
         complete: !matches!(x.verdict, Verdict::Incomplete { .. }),
         states: s.states,
         transitions: s.transitions,

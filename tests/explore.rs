@@ -770,6 +770,26 @@ fn cli_faults_counterexample_replays_with_its_fail_header() {
         dir.path(),
     );
     let out = String::from_utf8_lossy(&o.stdout);
+    let j = bgfuzz(
+        &[
+            "explore",
+            "--faults",
+            "--max-faults",
+            "2",
+            "--fault-hits",
+            "3",
+            "--ops",
+            "2",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(j.status.code(), Some(0));
+    let j: Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(
+        (j["max_faults"].as_u64(), j["fault_hits"].as_u64()),
+        (Some(2), Some(3))
+    );
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("VIOLATION bg-refcount within BOUNDS"), "{out}");
     assert!(
