@@ -620,6 +620,28 @@ mod tests {
             Faults::new(&[p(l, "return(EIO)"), p(l, "1*off->1*return(EIO)")]),
             Faults::new(&[p(l, "1*off->1*return(EIO)")])
         );
+        // Values are equal exactly when they answer the same from now on:
+        // counts are at most 3 in at most 4 actions, so 20 evaluations
+        // reach every plan's endless tail.
+        let answers = |p: &FaultPlan| {
+            let mut f = Faults::new(std::slice::from_ref(p));
+            (0..20).map(|_| f.eval(p.site)).collect::<Vec<_>>()
+        };
+        let all = plans();
+        let mut same_answers = 0;
+        for a in &all[..150] {
+            for b in all.iter().filter(|b| b.site == a.site) {
+                let equal =
+                    Faults::new(std::slice::from_ref(a)) == Faults::new(std::slice::from_ref(b));
+                let same = answers(a) == answers(b);
+                assert_eq!(equal, same, "`{}` vs `{}`", a.config(), b.config());
+                same_answers += usize::from(same && a != b);
+            }
+        }
+        assert!(
+            same_answers > 100,
+            "{same_answers} pairs of different plans agree"
+        );
         // Equal values answer the same from now on, whatever comes next.
         for a in plans() {
             let mut f = Faults::new(std::slice::from_ref(&a));
