@@ -82,6 +82,10 @@ pub struct ExploreBench {
     /// All rounds' states over all rounds' CPU time: the CPU clock ticks
     /// in 10 ms, too coarse for one round.
     pub states_per_cpu_sec: f64,
+    /// The same bounds with `--faults` at its defaults.
+    pub faults_bounds: String,
+    pub faults_states: u64,
+    pub faults_states_per_sec: Spread,
     pub shortest: Vec<ExploreDetection>,
 }
 
@@ -93,6 +97,8 @@ pub struct ExploreDetection {
     pub steps: usize,
     pub states: u64,
     pub seconds: Spread,
+    /// Explored with `--faults`: its bug is on an error path.
+    pub faults: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -232,6 +238,18 @@ fn explore_bench(rounds: usize) -> ExploreBench {
             cpu_states += states;
         }
     }
+    let mut fb = bounds.clone();
+    fb.faults = Some(crate::explore::DEFAULT_FAULTS);
+    let mut faults_wall = Vec::new();
+    let mut faults_states = 0;
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        let x = explore(&fb, Limits::default(), |_| {}).expect("valid bounds");
+        faults_states = x.stats.states;
+        faults_wall.push(faults_states as f64 / secs(t.elapsed()));
+    }
+    // Each with the bounds that reach its bug, faults included where only
+    // an injected fault reaches it.
     let shortest = Variant::BUGS
         .iter()
         .map(|&v| {
@@ -254,6 +272,7 @@ fn explore_bench(rounds: usize) -> ExploreBench {
             ExploreDetection {
                 variant: v.name().to_string(),
                 bounds: b.describe(),
+                faults: b.faults.is_some(),
                 kind: found.0,
                 steps: found.1,
                 states: found.2,
@@ -268,6 +287,9 @@ fn explore_bench(rounds: usize) -> ExploreBench {
         transitions,
         states_per_sec: Spread::of(wall),
         states_per_cpu_sec: cpu_states as f64 / f64::max(cpu_total, 0.01),
+        faults_bounds: fb.describe(),
+        faults_states,
+        faults_states_per_sec: Spread::of(faults_wall),
         shortest,
     }
 }
@@ -318,16 +340,31 @@ pub fn table(b: &Bench) -> String {
         x.states_per_cpu_sec,
         x.bounds
     ));
+    out.push_str(&format!(
+        "explore, fixed, with --faults ({} distinct states): {:.0} distinct states/s median (min {:.0}, max {:.0})\n  BOUNDS: {}\n",
+        x.faults_states,
+        x.faults_states_per_sec.median,
+        x.faults_states_per_sec.min,
+        x.faults_states_per_sec.max,
+        x.faults_bounds
+    ));
     for d in &x.shortest {
         if d.kind == "none" {
             out.push_str(&format!(
-                "explore, {}: no violation within its bounds ({} states, {:.4}s median): its bug needs an injected fault, which explore does not inject\n",
-                d.variant, d.states, d.seconds.median
+                "explore, {}: NO violation within its bounds ({} states, {:.4}s median)\n  BOUNDS: {}\n",
+                d.variant, d.states, d.seconds.median, d.bounds
             ));
         } else {
             out.push_str(&format!(
-                "explore, {}: shortest counterexample {} ({} step lines, {} states) in {:.4}s median (min {:.4}, max {:.4})\n",
-                d.variant, d.kind, d.steps, d.states, d.seconds.median, d.seconds.min, d.seconds.max
+                "explore, {}: shortest counterexample {} ({} step lines, {} states{}) in {:.4}s median (min {:.4}, max {:.4})\n",
+                d.variant,
+                d.kind,
+                d.steps,
+                d.states,
+                if d.faults { ", with --faults" } else { "" },
+                d.seconds.median,
+                d.seconds.min,
+                d.seconds.max
             ));
         }
     }

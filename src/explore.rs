@@ -24,13 +24,20 @@
 //! order of step count, so the first violation found is one with the fewest
 //! step lines; it is printed as a `.scn` script that `bgfuzz repro` replays.
 //!
+//! With `--faults`, a step that evaluates failpoints is also taken with
+//! each of those evaluations failing (each errno of its site), while the
+//! run has faults left: faults are chosen where they happen, each costs no
+//! step line, and a counterexample carries them as `fail` headers. The
+//! engine evaluates them itself ([`Faults`]), so their counters are part
+//! of a state. See docs/explore.md.
+//!
 //! The oracles run after every transition, as the runner runs them after
 //! every step; the end-of-run checks run at every quiescent state (no
 //! operation in progress, no handle, no cache IO awaiting a worker), where
 //! `repro`'s drain has nothing to do. The state space is finite: budgets only decrease, and `continue`
 //! steps of one operation are bounded by the engine.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
@@ -39,6 +46,7 @@ use bgfuzz_engine::{
     fmt_size, Config, Engine, ExtentId, ExtentState, Kind, MountOpts, Op, Status, TaskId,
     MAX_TASKS, SZ_1M, SZ_4K,
 };
+use bgfuzz_failpoints::{Action as FailAction, Errno, FaultPlan, Faults, Site, Task as FailTask};
 use serde::Serialize;
 
 use crate::oracles::{Finding, Oracles, ViolationKind};
@@ -73,7 +81,29 @@ pub struct Bounds {
     pub config: Config,
     /// Identify states that differ only by a renaming of tasks.
     pub symmetry: bool,
+    /// `--faults`: also branch on injected faults. `None`: no faults.
+    pub faults: Option<FaultBounds>,
 }
+
+/// Which faults `--faults` tries: any evaluation among the first `hits` of
+/// each failpoint site may fail, with each errno the site understands, up
+/// to `max` faults in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultBounds {
+    pub max: u8,
+    /// `None`: any evaluation (`--fault-hits any`).
+    pub hits: Option<u8>,
+}
+
+/// `--max-faults` and `--fault-hits` when `--faults` is given alone: one
+/// fault, at any evaluation. Any is the cheaper bound as well as the
+/// wider: without a hit bound, hit counts are not state, so states that
+/// differ only in how often a site was evaluated merge.
+pub const DEFAULT_FAULTS: FaultBounds = FaultBounds { max: 1, hits: None };
+/// The largest `--fault-hits` and `--max-faults`: beyond them the fault
+/// choices alone outgrow any exhaustive search.
+pub const MAX_FAULT_HITS: u8 = 16;
+pub const MAX_FAULTS: u8 = 4;
 
 /// The defaults: small chunks, so a data chunk fills with one `alloc`, and
 /// a device with room for exactly one more data chunk after mkfs's three
@@ -121,11 +151,12 @@ impl Bounds {
             alphabet: Bounds::default_alphabet(&config),
             config,
             symmetry: true,
+            faults: None,
         }
     }
 
-    /// Bounds that can reach the bug of a `bug-*` variant without an
-    /// injected fault, where one is known: the defaults, or for a bug in
+    /// Bounds that reach the bug of a `bug-*` variant (with `--faults`
+    /// for the bugs on error paths): the defaults, or for a bug in
     /// the free-space cache path (e44081ef6118) `mount space_cache` with a
     /// data chunk large enough to get a cache (100M) and an alloc that fills
     /// the metadata bg, so the endio worker creates one, or for balance
@@ -172,6 +203,48 @@ impl Bounds {
                 "relocate 25M",
             ]);
         }
+        // Bugs on error paths: only an injected fault reaches them. Each
+        // gets the smallest bounds under which explore's counterexample is
+        // no longer than `bgfuzz run`'s minimized witness.
+        // c79a175175d5: an EIO in the commit's first writeout with a cache
+        // IO in flight (mount space_cache, as e44081ef6118's bounds).
+        if variant.bug_patch() == Some(bgfuzz_engine::C79A175175D5) {
+            b.config.mount.space_cache = true;
+            b.config.chunk_size[Kind::Data.index()] = 128 * SZ_1M;
+            b.config.device_size = 256 * SZ_1M;
+            b.alphabet = letters(&["start", "alloc data 4K", "end", "commit"]);
+            b.faults = Some(DEFAULT_FAULTS);
+        }
+        // acaeedb193a5: a writeout error with bgs still on the local list;
+        // the shortest way needs two failing lookups, so two faults.
+        if variant.bug_patch() == Some(bgfuzz_engine::ACAEEDB193A5) {
+            b.ops = 5;
+            b.alphabet = letters(&[
+                "start",
+                "alloc data 4K",
+                "alloc metadata 4K",
+                "alloc data 16M",
+                "end",
+                "commit",
+            ]);
+            b.faults = Some(FaultBounds { max: 2, hits: None });
+        }
+        // 7785a663c4be: under -o discard, a bg the cleaner removed waits on
+        // deleted_bgs when the commit aborts.
+        if variant.bug_patch() == Some(bgfuzz_engine::F7785A663C4BE) {
+            b.ops = 5;
+            b.config.mount.discard = true;
+            b.alphabet = letters(&[
+                "start",
+                "alloc data 4K",
+                "alloc metadata 4K",
+                "free",
+                "end",
+                "commit",
+                "delete_unused",
+            ]);
+            b.faults = Some(DEFAULT_FAULTS);
+        }
         // 4fbcdf669454: three chunk allocations pass one system-space
         // check (a 640K system chunk under `chunk_cost`) before any phase 2.
         if variant.bug_patch() == Some(bgfuzz_engine::F4FBCDF669454) {
@@ -194,7 +267,7 @@ impl Bounds {
     pub fn describe(&self) -> String {
         let alphabet: Vec<String> = self.alphabet.iter().map(|l| l.to_string()).collect();
         format!(
-            "variant {}, {} tasks x {} ops, alphabet {{{}}}, device {}, chunk data {} metadata {} system {}, mount {}, symmetry {}",
+            "variant {}, {} tasks x {} ops, alphabet {{{}}}, device {}, chunk data {} metadata {} system {}, mount {}, symmetry {}, faults {}",
             self.variant,
             self.tasks,
             self.ops,
@@ -207,7 +280,18 @@ impl Bounds {
                 n if n.is_empty() => "-".to_string(),
                 n => n.join(","),
             },
-            if self.symmetry { "on" } else { "off" }
+            if self.symmetry { "on" } else { "off" },
+            match self.faults {
+                None => "off".to_string(),
+                Some(f) => format!(
+                    "at most {} per run, at {}",
+                    f.max,
+                    match f.hits {
+                        Some(k) => format!("hits 1..={k} of each site"),
+                        None => "any evaluation".to_string(),
+                    }
+                ),
+            }
         )
     }
 }
@@ -219,6 +303,10 @@ pub enum BoundsError {
     Tasks(usize),
     #[error("--ops {0}: at least 1 and at most {MAX_OPS}")]
     Ops(u64),
+    #[error("--fault-hits {0}: at least 1 and at most {MAX_FAULT_HITS}, or `any`")]
+    FaultHits(u64),
+    #[error("--max-faults {0}: at least 1 and at most {MAX_FAULTS}")]
+    MaxFaults(u64),
     #[error("--alphabet is empty")]
     EmptyAlphabet,
     #[error("--alphabet `{item}`: {why}")]
@@ -281,6 +369,19 @@ pub fn validate(b: &Bounds) -> Result<(), BoundsError> {
     }
     if b.alphabet.is_empty() {
         return Err(BoundsError::EmptyAlphabet);
+    }
+    if let Some(f) = b.faults {
+        if let Some(k) = f.hits.filter(|&k| k == 0 || k > MAX_FAULT_HITS) {
+            return Err(BoundsError::FaultHits(u64::from(k)));
+        }
+        if f.max == 0 || f.max > MAX_FAULTS {
+            return Err(BoundsError::MaxFaults(u64::from(f.max)));
+        }
+        if !bgfuzz_failpoints::ENABLED {
+            return Err(BoundsError::Config(
+                "--faults: this build has no failpoints (build with the `failpoints` feature): its counterexamples could not be replayed".to_string(),
+            ));
+        }
     }
     Engine::new(b.config, b.variant.patches(), false)
         .map_err(|e| BoundsError::Config(e.to_string()))?;
@@ -419,8 +520,50 @@ const FREE: Code = 0x8000;
 #[derive(Clone, Copy)]
 struct TraceEntry {
     parent: u32,
-    task: u8,
+    /// The task (top 3 bits) and the index in [`Explorer::fault_sets`] of
+    /// the faults this step injected (0: none).
+    task_faults: u16,
     code: Code,
+}
+
+const TASK_SHIFT: u32 = 13;
+const FAULT_SETS: usize = 1 << TASK_SHIFT;
+
+impl TraceEntry {
+    fn task(self) -> usize {
+        usize::from(self.task_faults >> TASK_SHIFT)
+    }
+    fn faults(self) -> usize {
+        usize::from(self.task_faults & (FAULT_SETS as u16 - 1))
+    }
+}
+
+/// A fault a step injected: the site's `nth` evaluation in the step
+/// returned `errno`.
+type Fault = (Site, u32, Errno);
+
+/// Arms the plans that fail the chosen evaluations of one step.
+fn arm(faults: &mut Faults, chosen: &[Fault]) {
+    for site in Site::ALL {
+        let nths: Vec<(u32, Errno)> = chosen
+            .iter()
+            .filter(|f| f.0 == site)
+            .map(|&(_, n, e)| (n, e))
+            .collect();
+        if !nths.is_empty() {
+            faults.set_plan(&fault_plan(site, &nths));
+        }
+    }
+}
+
+/// The index in `log` of the `nth` evaluation of `site`.
+fn nth_of(log: &[Site], site: Site, nth: u32) -> usize {
+    log.iter()
+        .enumerate()
+        .filter(|(_, &s)| s == site)
+        .nth(nth as usize - 1)
+        .map(|(i, _)| i)
+        .expect("a chosen fault's evaluation is in the log")
 }
 
 const ROOT: u32 = u32::MAX;
@@ -430,6 +573,8 @@ struct Node {
     engine: Engine,
     oracles: Oracles,
     left: [u8; MAX_TASKS],
+    /// Faults that may still be injected on the way on.
+    faults_left: u8,
     trace: u32,
 }
 
@@ -457,6 +602,27 @@ pub fn collision_probability(n: u64, bits: u32) -> f64 {
     (n as f64) * (n as f64) / 2f64.powi(bits as i32 + 1)
 }
 
+/// A plan that fails exactly the given evaluations of `site` (1-based,
+/// increasing, from now on), each with its errno: `2*off->1*return(EIO)`.
+fn fault_plan(site: Site, hits: &[(u32, Errno)]) -> FaultPlan {
+    let mut actions = Vec::new();
+    let mut done = 0;
+    for &(hit, errno) in hits {
+        if hit > done + 1 {
+            actions.push(FailAction {
+                count: Some(hit - done - 1),
+                task: FailTask::Off,
+            });
+        }
+        actions.push(FailAction {
+            count: Some(1),
+            task: FailTask::Return(errno),
+        });
+        done = hit;
+    }
+    FaultPlan { site, actions }
+}
+
 struct Explorer<'a, P: FnMut(&Stats)> {
     bounds: &'a Bounds,
     limits: Limits,
@@ -470,6 +636,13 @@ struct Explorer<'a, P: FnMut(&Stats)> {
     stop: Option<String>,
     /// Reused for each node's transitions.
     choices: Vec<(TaskId, Code)>,
+    /// The initial state, from which a counterexample's faults are
+    /// numbered.
+    root: Engine,
+    /// The sets of faults steps injected, each stored once (the first is
+    /// empty); a trace entry names one by index.
+    fault_sets: Vec<Vec<Fault>>,
+    fault_set_index: HashMap<Vec<Fault>, u16>,
 }
 
 /// Explores `bounds` breadth-first. `progress` is called every few
@@ -481,14 +654,23 @@ pub fn explore<P: FnMut(&Stats)>(
 ) -> Result<Exploration, BoundsError> {
     validate(bounds)?;
     validate_limits(&limits)?;
-    let engine = Engine::new(bounds.config, bounds.variant.patches(), false)
-        .map_err(|e| BoundsError::Config(e.to_string()))?;
+    let engine = match bounds.faults {
+        None => Engine::new(bounds.config, bounds.variant.patches(), false),
+        Some(f) => {
+            let mut faults = Faults::default();
+            faults.set_hit_cap(u32::from(f.hits.unwrap_or(0)));
+            faults.set_logging(true);
+            Engine::with_faults(bounds.config, bounds.variant.patches(), faults)
+        }
+    }
+    .map_err(|e| BoundsError::Config(e.to_string()))?;
     let mut left = [0u8; MAX_TASKS];
     left[..bounds.tasks].fill(bounds.ops);
     let root = Node {
         engine,
         oracles: Oracles::new(),
         left,
+        faults_left: bounds.faults.map_or(0, |f| f.max),
         trace: ROOT,
     };
     let mut x = Explorer {
@@ -502,6 +684,9 @@ pub fn explore<P: FnMut(&Stats)>(
         found: None,
         stop: None,
         choices: Vec::with_capacity(32),
+        root: root.engine.clone(),
+        fault_sets: vec![Vec::new()],
+        fault_set_index: HashMap::new(),
     };
     x.seen.insert(x.fp(&root));
     x.stats.states = 1;
@@ -546,8 +731,11 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
         for (s, &l) in salt.iter_mut().zip(&n.left) {
             *s = u64::from(l);
         }
-        n.engine
-            .fingerprint(&salt[..self.bounds.tasks], &n.oracles, self.bounds.symmetry)
+        n.engine.fingerprint(
+            &salt[..self.bounds.tasks],
+            &(&n.oracles, n.faults_left),
+            self.bounds.symmetry,
+        )
     }
 
     fn depth_of(&self, mut idx: u32) -> usize {
@@ -634,6 +822,23 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
         }
     }
 
+    /// Takes the step `(t, code)` on `child`.
+    fn apply(&mut self, child: &mut Node, t: TaskId, code: Code) {
+        let out = match self.action(code) {
+            Action::Begin(op) => {
+                if code != FORCED_END && code != FORCED_ENDIO {
+                    child.left[t] -= 1;
+                }
+                child.engine.begin(t, op)
+            }
+            Action::Continue => child.engine.step(t),
+        };
+        if let Err(e) = out {
+            panic!("explore chose a step the engine refuses ({e}): a bug in explore");
+        }
+        self.stats.transitions += 1;
+    }
+
     // A node is over a kilobyte inline (the engine's task array): boxed, a
     // level's vector grows by moving pointers.
     #[allow(clippy::vec_box)]
@@ -641,9 +846,17 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
         let mut choices = std::mem::take(&mut self.choices);
         choices.clear();
         self.choices(&node, &mut choices);
+        let branching = node.faults_left > 0;
         let last = choices.len().saturating_sub(1);
         let mut node = Some(node);
         for (i, &(t, code)) in choices.iter().enumerate() {
+            if branching {
+                let parent = node.as_ref().expect("kept while branching");
+                if self.step_with_faults(parent, t, code, &mut Vec::new(), next) {
+                    return;
+                }
+                continue;
+            }
             let mut child = if i == last {
                 node.take()
                     .expect("the node is moved only into its last child")
@@ -652,77 +865,175 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                     .expect("node kept until its last child")
                     .clone()
             };
-            let action = self.action(code);
-            let out = match action {
-                Action::Begin(op) => {
-                    if code != FORCED_END && code != FORCED_ENDIO {
-                        child.left[t] -= 1;
-                    }
-                    child.engine.begin(t, op)
-                }
-                Action::Continue => child.engine.step(t),
-            };
-            if let Err(e) = out {
-                panic!("explore chose a step the engine refuses ({e}): a bug in explore");
-            }
-            self.stats.transitions += 1;
-            let finding = child
-                .oracles
-                .after_step(&child.engine, child.engine.events());
-            child.engine.drain_events();
-            let entry = TraceEntry {
-                parent: child.trace,
-                task: t as u8,
-                code,
-            };
-            if let Some(f) = finding {
-                self.trace.push(entry);
-                self.found = Some((self.trace.len() as u32 - 1, f));
+            self.apply(&mut child, t, code);
+            if self.admit(child, t, code, 0, next) {
                 return;
-            }
-            let fp = self.fp(&child);
-            if !self.seen.insert(fp) {
-                continue;
-            }
-            self.trace.push(entry);
-            child.trace = self.trace.len() as u32 - 1;
-            self.stats.states += 1;
-            // Nothing left for `repro`'s drain: its verdict is the
-            // end-of-run checks' on this very state.
-            let quiescent = !child.engine.io_to_complete()
-                && (0..self.bounds.tasks).all(|u| {
-                    child.engine.status(u) == Status::Idle && child.engine.handle(u).is_none()
-                });
-            if quiescent {
-                if let Some(f) = child.oracles.at_end(&child.engine) {
-                    self.found = Some((child.trace, f));
-                    return;
-                }
-            }
-            next.push(child);
-            if self.trace.len() >= (ROOT - 1) as usize {
-                self.stop = Some("the trace index (32 bits) is full".to_string());
-                return;
-            }
-            if self
-                .limits
-                .max_states
-                .is_some_and(|n| self.stats.states >= n)
-            {
-                self.stop = Some(format!(
-                    "the state budget ({} states) ran out",
-                    self.stats.states
-                ));
-                return;
-            }
-            if self.stats.states.is_multiple_of(8192) {
-                self.check_limits(next.len());
-                if self.stop.is_some() {
-                    return;
-                }
             }
         }
         self.choices = choices;
+    }
+
+    /// The step `(t, code)` from `parent` with the faults `chosen` (in the
+    /// order the step evaluates them), then, while faults are left, the
+    /// same step with each later evaluation it makes failing too. A step
+    /// with a fault runs the same code as without it up to the evaluation
+    /// that fails, so it makes the same evaluations up to there: every
+    /// set of at most `faults_left` failing evaluations (among the first
+    /// `hits` of each site) is tried once. True when exploration stops.
+    #[allow(clippy::vec_box)]
+    fn step_with_faults(
+        &mut self,
+        parent: &Node,
+        t: TaskId,
+        code: Code,
+        chosen: &mut Vec<Fault>,
+        next: &mut Vec<Box<Node>>,
+    ) -> bool {
+        let mut child = Box::new(parent.clone());
+        let faults = child
+            .engine
+            .faults_mut()
+            .expect("explore --faults arms the engine");
+        arm(faults, chosen);
+        self.apply(&mut child, t, code);
+        let faults = child.engine.faults_mut().expect("armed");
+        let log = faults.take_log();
+        assert!(faults.spent(), "a chosen fault did not fire: {chosen:?}");
+        child.faults_left -= chosen.len() as u8;
+        if child.faults_left == 0 {
+            // No more branching: the hits counted so far no longer matter,
+            // and nothing reads the log.
+            faults.set_hit_cap(0);
+            faults.set_logging(false);
+        }
+        // Evaluations after the last chosen one may fail too.
+        let later = match chosen.last() {
+            None => 0,
+            Some(&(site, nth, _)) => nth_of(&log, site, nth) + 1,
+        };
+        let more = child.faults_left > 0;
+        let Some(set) = self.fault_set(chosen) else {
+            return true;
+        };
+        if self.admit(child, t, code, set, next) {
+            return true;
+        }
+        if !more {
+            return false;
+        }
+        let base = parent.engine.faults().expect("armed");
+        for j in later..log.len() {
+            let site = log[j];
+            let nth = log[..=j].iter().filter(|&&s| s == site).count() as u32;
+            // Within the first `hits` of the site since mkfs (counted
+            // exactly below the cap).
+            let eligible = self
+                .bounds
+                .faults
+                .and_then(|f| f.hits)
+                .is_none_or(|k| base.hits(site) + nth <= u32::from(k));
+            if !eligible {
+                continue;
+            }
+            for &errno in site.errnos() {
+                chosen.push((site, nth, errno));
+                if self.step_with_faults(parent, t, code, chosen, next) {
+                    return true;
+                }
+                chosen.pop();
+            }
+        }
+        false
+    }
+
+    /// The index of a set of faults in `fault_sets`, added if new; `None`
+    /// (and a stop) when the table is full.
+    fn fault_set(&mut self, faults: &[Fault]) -> Option<u16> {
+        if faults.is_empty() {
+            return Some(0);
+        }
+        if let Some(&i) = self.fault_set_index.get(faults) {
+            return Some(i);
+        }
+        if self.fault_sets.len() >= FAULT_SETS {
+            self.stop = Some(format!(
+                "the table of fault sets ({FAULT_SETS}) is full: lower --fault-hits or --max-faults"
+            ));
+            return None;
+        }
+        let i = self.fault_sets.len() as u16;
+        self.fault_sets.push(faults.to_vec());
+        self.fault_set_index.insert(faults.to_vec(), i);
+        Some(i)
+    }
+
+    /// Checks a new state and queues it if it is new; true when the
+    /// exploration stops (a violation or a limit).
+    #[allow(clippy::vec_box)]
+    fn admit(
+        &mut self,
+        mut child: Box<Node>,
+        t: TaskId,
+        code: Code,
+        faults: u16,
+        next: &mut Vec<Box<Node>>,
+    ) -> bool {
+        let finding = child
+            .oracles
+            .after_step(&child.engine, child.engine.events());
+        child.engine.drain_events();
+        let entry = TraceEntry {
+            parent: child.trace,
+            task_faults: (t as u16) << TASK_SHIFT | faults,
+            code,
+        };
+        if let Some(f) = finding {
+            self.trace.push(entry);
+            self.found = Some((self.trace.len() as u32 - 1, f));
+            return true;
+        }
+        let fp = self.fp(&child);
+        if !self.seen.insert(fp) {
+            return false;
+        }
+        self.trace.push(entry);
+        child.trace = self.trace.len() as u32 - 1;
+        self.stats.states += 1;
+        // Nothing left for `repro`'s drain: its verdict is the end-of-run
+        // checks' on this very state.
+        let quiescent = !child.engine.io_to_complete()
+            && (0..self.bounds.tasks).all(|u| {
+                child.engine.status(u) == Status::Idle && child.engine.handle(u).is_none()
+            });
+        if quiescent {
+            if let Some(f) = child.oracles.at_end(&child.engine) {
+                self.found = Some((child.trace, f));
+                return true;
+            }
+        }
+        next.push(child);
+        if self.trace.len() >= (ROOT - 1) as usize {
+            self.stop = Some("the trace index (32 bits) is full".to_string());
+            return true;
+        }
+        if self
+            .limits
+            .max_states
+            .is_some_and(|n| self.stats.states >= n)
+        {
+            self.stop = Some(format!(
+                "the state budget ({} states) ran out",
+                self.stats.states
+            ));
+            return true;
+        }
+        if self.stats.states.is_multiple_of(8192) {
+            self.check_limits(next.len());
+            if self.stop.is_some() {
+                return true;
+            }
+        }
+        false
     }
 
     fn check_limits(&mut self, queue: usize) {
@@ -746,14 +1057,55 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
 
     /// The path to trace entry `idx` as a script, replayed by the runner.
     fn counterexample(&self, idx: u32, finding: Finding) -> Counterexample {
-        let mut steps = Vec::new();
+        let mut path = Vec::new();
         let mut i = idx;
         while i != ROOT {
             let e = self.trace[i as usize];
-            steps.push(Step::new(usize::from(e.task), self.action(e.code)));
+            path.push(e);
             i = e.parent;
         }
-        steps.reverse();
+        path.reverse();
+        let steps: Vec<Step> = path
+            .iter()
+            .map(|e| Step::new(e.task(), self.action(e.code)))
+            .collect();
+        // A fault is stored as "the nth evaluation in its step": replay the
+        // path, counting every evaluation, for its number since mkfs.
+        let mut fails: Vec<Fault> = Vec::new();
+        if self.bounds.faults.is_some() {
+            let mut e = self.root.clone();
+            e.faults_mut().expect("armed").set_hit_cap(u32::MAX);
+            for (entry, step) in path.iter().zip(&steps) {
+                let chosen = &self.fault_sets[entry.faults()];
+                let faults = e.faults_mut().expect("armed");
+                let before = Site::ALL.map(|s| faults.hits(s));
+                arm(faults, chosen);
+                match step.action {
+                    Action::Begin(op) => e.begin(step.task, op),
+                    Action::Continue => e.step(step.task),
+                }
+                .expect("the path replays");
+                e.drain_events();
+                for &(site, nth, errno) in chosen {
+                    let i = Site::ALL.iter().position(|&s| s == site).expect("a site");
+                    fails.push((site, before[i] + nth, errno));
+                }
+            }
+        }
+        // Hit numbers count from mkfs, as fail-rs counts from the start of
+        // the run: one `fail` header per site.
+        let fails: Vec<FaultPlan> = Site::ALL
+            .into_iter()
+            .filter_map(|site| {
+                let mut hits: Vec<(u32, Errno)> = fails
+                    .iter()
+                    .filter(|f| f.0 == site)
+                    .map(|&(_, h, e)| (h, e))
+                    .collect();
+                hits.sort_unstable();
+                (!hits.is_empty()).then(|| fault_plan(site, &hits).simplified())
+            })
+            .collect();
         let c = self.bounds.config;
         let mut scenario = Scenario {
             variant: Some(self.bounds.variant),
@@ -764,16 +1116,20 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                 Some(c.chunk_size[2]),
             ],
             mount: c.mount,
-            fails: Vec::new(),
+            fails,
             expects: Vec::new(),
             steps,
         };
+        // A variant under which the script does not replay as written (an
+        // injected fault can end an operation sooner there) gets no line,
+        // as a minimized witness's.
         for v in Variant::ALL {
-            let r = run(&scenario, v, Mode::Strict).expect("explore's script is valid");
-            scenario.expects.push(Expect {
-                variant: v,
-                outcome: r.violation.map(|x| x.finding.kind),
-            });
+            if let Ok(r) = run(&scenario, v, Mode::Strict) {
+                scenario.expects.push(Expect {
+                    variant: v,
+                    outcome: r.violation.map(|x| x.finding.kind),
+                });
+            }
         }
         let run =
             run(&scenario, self.bounds.variant, Mode::Strict).expect("explore's script is valid");
@@ -866,6 +1222,10 @@ pub struct JsonExploration {
     pub ops: u8,
     pub alphabet: Vec<String>,
     pub symmetry: bool,
+    /// Faults a run may inject (0: `--faults` off).
+    pub max_faults: u8,
+    /// `--fault-hits`; null: any evaluation.
+    pub fault_hits: Option<u8>,
     pub complete: bool,
     pub states: u64,
     pub transitions: u64,
@@ -899,6 +1259,8 @@ pub fn json(x: &Exploration) -> JsonExploration {
         ops: x.bounds.ops,
         alphabet: x.bounds.alphabet.iter().map(|l| l.to_string()).collect(),
         symmetry: x.bounds.symmetry,
+        max_faults: x.bounds.faults.map_or(0, |f| f.max),
+        fault_hits: x.bounds.faults.and_then(|f| f.hits),
         complete: !matches!(x.verdict, Verdict::Incomplete { .. }),
         states: s.states,
         transitions: s.transitions,

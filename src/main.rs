@@ -270,6 +270,20 @@ struct ExploreArgs {
     /// measure what symmetry reduction saves).
     #[arg(long)]
     no_symmetry: bool,
+    /// Also inject faults: every step that evaluates a failpoint is also
+    /// tried with that evaluation failing, with each errno the site
+    /// understands (`bgfuzz list`), up to --max-faults per run. A fault
+    /// costs no step line, so counterexamples stay shortest; their `fail`
+    /// headers replay them.
+    #[arg(long)]
+    faults: bool,
+    /// With --faults: only the first K evaluations of each site since
+    /// mkfs may fail [default: any evaluation].
+    #[arg(long, value_name = "K|any", requires = "faults")]
+    fault_hits: Option<String>,
+    /// With --faults: at most N faults in one run [default: 1].
+    #[arg(long, value_name = "N", requires = "faults")]
+    max_faults: Option<u64>,
     /// Stop after a time (30s, 5m) or a number of distinct states (a plain
     /// number); the verdict then says "incomplete".
     #[arg(long)]
@@ -1469,6 +1483,28 @@ fn explore_bounds(a: &ExploreArgs) -> Result<(Bounds, Limits), Invalid> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?,
     };
+    let faults = if a.faults {
+        let d = bgfuzz::explore::DEFAULT_FAULTS;
+        let hits = match a.fault_hits.as_deref() {
+            None => d.hits,
+            Some("any") => None,
+            Some(k) => {
+                let n: u64 = k.parse().map_err(|_| {
+                    Invalid(format!(
+                        "--fault-hits {k}: a number of hits (e.g. 2) or `any`"
+                    ))
+                })?;
+                Some(u8::try_from(n).map_err(|_| invalid(BoundsError::FaultHits(n)))?)
+            }
+        };
+        let max = match a.max_faults {
+            None => d.max,
+            Some(n) => u8::try_from(n).map_err(|_| invalid(BoundsError::MaxFaults(n)))?,
+        };
+        Some(bgfuzz::explore::FaultBounds { max, hits })
+    } else {
+        None
+    };
     let bounds = Bounds {
         variant: a.variant,
         tasks: a.tasks,
@@ -1476,6 +1512,7 @@ fn explore_bounds(a: &ExploreArgs) -> Result<(Bounds, Limits), Invalid> {
         alphabet,
         config,
         symmetry: !a.no_symmetry,
+        faults,
     };
     bgfuzz::explore::validate(&bounds).map_err(invalid)?;
     let mut limits = Limits::default();

@@ -122,7 +122,37 @@ pub fn run_observed(
     mode: Mode,
     observer: Observer<'_>,
 ) -> Result<Run, RunError> {
-    let armed = scenario.fails.iter().any(|p| p.injects());
+    run_with(scenario, variant, patches, mode, observer, false)
+}
+
+/// [`run`], with the script's `fail` plans evaluated inside the engine
+/// ([`bgfuzz_failpoints::Faults`]) instead of fail-rs's registry: what
+/// `explore --faults` relies on. It must give the same run; a test replays
+/// the corpus both ways.
+pub fn run_engine_faults(
+    scenario: &Scenario,
+    variant: Variant,
+    mode: Mode,
+) -> Result<Run, RunError> {
+    run_with(
+        scenario,
+        variant,
+        variant.patches(),
+        mode,
+        &mut |_, _| {},
+        true,
+    )
+}
+
+fn run_with(
+    scenario: &Scenario,
+    variant: Variant,
+    patches: Patches,
+    mode: Mode,
+    observer: Observer<'_>,
+    in_engine: bool,
+) -> Result<Run, RunError> {
+    let armed = !in_engine && scenario.fails.iter().any(|p| p.injects());
     if armed && !bgfuzz_failpoints::ENABLED {
         return Err(RunError::NoFailpoints);
     }
@@ -132,8 +162,13 @@ pub fn run_observed(
     } else {
         None
     };
-    let engine = Engine::new(scenario.config(), patches, armed)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let engine = if in_engine {
+        let faults = bgfuzz_failpoints::Faults::new(&scenario.fails);
+        Engine::with_faults(scenario.config(), patches, faults)
+    } else {
+        Engine::new(scenario.config(), patches, armed)
+    }
+    .map_err(|e| RunError::Config(e.to_string()))?;
     let mut r = Runner {
         engine,
         oracles: Oracles::new(),

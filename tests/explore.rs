@@ -5,9 +5,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use bgfuzz::engine::{BgList, Engine, Kind, Op, SZ_1M};
-use bgfuzz::explore::{explore, parse_letter, Bounds, Exploration, Letter, Limits, Verdict};
+use bgfuzz::engine::{Origin, StepOutcome};
+use bgfuzz::explore::{
+    explore, parse_letter, Bounds, Exploration, FaultBounds, Letter, Limits, Verdict,
+    DEFAULT_FAULTS,
+};
 use bgfuzz::oracles::{Oracles, ViolationKind};
-use bgfuzz::run::{run, Mode};
+use bgfuzz::report::violation_report;
+use bgfuzz::run::{run, run_engine_faults, Mode};
 use bgfuzz::scenario::{Action, Scenario};
 use bgfuzz::variant::Variant;
 use serde_json::Value;
@@ -344,6 +349,10 @@ fn cli_bad_bounds_exit_2_before_running() {
             vec!["--max-memory", "100000G"],
             "more than this machine has",
         ),
+        (vec!["--faults", "--fault-hits", "0"], "--fault-hits 0"),
+        (vec!["--faults", "--fault-hits", "300"], "--fault-hits 300"),
+        (vec!["--faults", "--max-faults", "9"], "--max-faults 9"),
+        (vec!["--fault-hits", "3"], "--faults"),
     ] {
         let mut a = vec!["explore"];
         a.extend(args.iter().copied());
@@ -361,24 +370,19 @@ fn cli_bad_bounds_exit_2_before_running() {
 }
 
 #[test]
-fn bug_variants_without_faults_have_shortest_counterexamples() {
+fn every_bug_variant_has_a_shortest_counterexample() {
     for v in Variant::BUGS {
         let b = Bounds::for_variant(v);
         let x = go(&b);
-        match (&x.verdict, v.name()) {
-            (Verdict::Violation(c), _) => {
-                assert_eq!(Some(c.kind.name()), v.expected_violation(), "{v}");
-                let parsed = Scenario::parse(c.scenario.print().as_bytes()).unwrap();
-                let r = run(&parsed, v, Mode::Strict).unwrap();
-                assert_eq!(r.violation.map(|x| x.finding.kind), Some(c.kind), "{v}");
-                let f = run(&parsed, Variant::FIXED, Mode::Strict).unwrap();
-                assert!(f.violation.is_none(), "{v}: fixed violates too");
-            }
-            // Their bugs are on error paths: reachable only with an
-            // injected fault, which explore does not inject.
-            (Verdict::Clean, "bug-c79a1751" | "bug-acaeedb1" | "bug-7785a663") => {}
-            (other, _) => panic!("{v}: {other:?}"),
-        }
+        let Verdict::Violation(c) = &x.verdict else {
+            panic!("{v}: {:?}", x.verdict)
+        };
+        assert_eq!(Some(c.kind.name()), v.expected_violation(), "{v}");
+        let parsed = Scenario::parse(c.scenario.print().as_bytes()).unwrap();
+        let r = run(&parsed, v, Mode::Strict).unwrap();
+        assert_eq!(r.violation.map(|x| x.finding.kind), Some(c.kind), "{v}");
+        let f = run(&parsed, Variant::FIXED, Mode::Strict).unwrap();
+        assert!(f.violation.is_none(), "{v}: fixed violates too");
     }
     // The race of e44081ef6118 needs the free-space cache path.
     let x = go(&Bounds::for_variant(
@@ -519,4 +523,298 @@ fn fingerprint_is_injective_on_explored_states() {
         }
     }
     assert!(by_fp.len() > 1000, "{} states", by_fp.len());
+}
+
+/// `bgfuzz run`'s minimized witnesses (seed 0, the kill matrix) for the
+/// bugs only an injected fault reaches: explore's may be no longer.
+const FAULT_WITNESS_STEPS: [(&str, usize); 3] = [
+    ("bug-c79a1751", 5),
+    ("bug-acaeedb1", 8),
+    ("bug-7785a663", 7),
+];
+
+#[test]
+fn faults_reach_the_error_path_bugs_in_at_most_the_fuzz_witness_steps() {
+    for (name, witness) in FAULT_WITNESS_STEPS {
+        let v = Variant::parse(name).unwrap();
+        let b = Bounds::for_variant(v);
+        assert!(b.faults.is_some(), "{v}: its bug needs a fault");
+        let x = go(&b);
+        let Verdict::Violation(c) = &x.verdict else {
+            panic!("{v}: {:?}", x.verdict)
+        };
+        let text = c.scenario.print();
+        assert_eq!(Some(c.kind.name()), v.expected_violation(), "{v}\n{text}");
+        assert!(c.scenario.steps.len() <= witness, "{v}: {text}");
+        assert_eq!(x.stats.depth, c.scenario.steps.len());
+        // The fault is a `fail` header, and the script replays through
+        // fail-rs's registry as `repro` runs it.
+        assert!(!c.scenario.fails.is_empty(), "{v}: no fault in\n{text}");
+        assert!(text.contains("\nfail "), "{text}");
+        let parsed = Scenario::parse(text.as_bytes()).unwrap();
+        let r = run(&parsed, v, Mode::Strict).unwrap();
+        assert_eq!(r.violation.map(|x| x.finding.kind), Some(c.kind), "{v}");
+        let f = run(&parsed, Variant::FIXED, Mode::Strict).unwrap();
+        assert!(f.violation.is_none(), "{v}: fixed violates too");
+        // The fault is what reaches the bug: the script without it passes.
+        let mut unfaulted = parsed.clone();
+        unfaulted.fails.clear();
+        let r = run(&unfaulted, v, Mode::Loose).unwrap();
+        assert_eq!(r.violation, None, "{v}: violates without its fault");
+    }
+    // And for one of them, the whole space within its bounds is clean
+    // without faults (the others take seconds of a release build).
+    let mut b = Bounds::for_variant(Variant::parse("bug-c79a1751").unwrap());
+    b.faults = None;
+    assert!(matches!(go(&b).verdict, Verdict::Clean));
+}
+
+#[test]
+fn fixed_is_clean_with_faults_and_faults_add_states() {
+    let mut b = Bounds::new(Variant::FIXED, 2, 3);
+    let without = go(&b);
+    b.faults = Some(DEFAULT_FAULTS);
+    let with = go(&b);
+    assert!(matches!(with.verdict, Verdict::Clean), "{:?}", with.verdict);
+    assert!(
+        with.stats.states > 2 * without.stats.states,
+        "{} states with faults, {} without",
+        with.stats.states,
+        without.stats.states
+    );
+    // A hit bound makes hit counts state: one fault among the first 2
+    // hits of each site reaches fewer states than among any (the
+    // faulted ones), yet takes more distinct states to explore.
+    b.faults = Some(FaultBounds {
+        max: 1,
+        hits: Some(2),
+    });
+    let bounded = go(&b);
+    assert!(matches!(bounded.verdict, Verdict::Clean));
+    assert!(bounded.stats.states > with.stats.states);
+    // Two faults: more states, and still deterministic.
+    b.faults = Some(FaultBounds {
+        max: 2,
+        hits: Some(3),
+    });
+    let more = go(&b);
+    assert!(matches!(more.verdict, Verdict::Clean), "{:?}", more.verdict);
+    assert!(more.stats.states > bounded.stats.states);
+    let again = go(&b);
+    assert_eq!(
+        (more.stats.states, more.stats.transitions, more.stats.depth),
+        (
+            again.stats.states,
+            again.stats.transitions,
+            again.stats.depth
+        )
+    );
+}
+
+#[test]
+fn same_bounds_with_faults_same_script() {
+    let b = Bounds::for_variant(Variant::parse("bug-acaeedb1").unwrap());
+    let (x, y) = (go(&b), go(&b));
+    let (Verdict::Violation(c), Verdict::Violation(d)) = (&x.verdict, &y.verdict) else {
+        panic!("no violation")
+    };
+    assert_eq!(c.scenario.print(), d.scenario.print());
+    assert_eq!(
+        (x.stats.states, x.stats.transitions),
+        (y.stats.states, y.stats.transitions)
+    );
+    // Two failing lookups, printed as one plan for the site.
+    assert_eq!(c.scenario.fails.len(), 1, "{}", c.scenario.print());
+    assert_eq!(c.scenario.fails[0].config(), "2*return(EIO)");
+}
+
+/// Every script with a `fail` header in the corpus, and generated cases
+/// with faults, under every variant: the in-engine evaluator gives the same
+/// steps, events, outcomes, violation and report as fail-rs's registry.
+#[test]
+fn in_engine_faults_replay_as_the_fail_rs_registry() {
+    fn scripts(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                scripts(&p, out);
+            } else if p.extension().is_some_and(|x| x == "scn") {
+                out.push(p);
+            }
+        }
+    }
+    let same = |scn: &Scenario, v: Variant, mode: Mode, what: &str| -> bool {
+        let a = run(scn, v, mode);
+        let b = run_engine_faults(scn, v, mode);
+        let (a, b) = match (a, b) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b, "{what} {v}");
+                return false;
+            }
+            (a, b) => panic!("{what} {v}: {:?} vs {:?}", a.err(), b.err()),
+        };
+        assert_eq!(a.steps, b.steps, "{what} {v}");
+        assert_eq!(a.violation, b.violation, "{what} {v}");
+        assert_eq!(a.scenario.print(), b.scenario.print(), "{what} {v}");
+        assert_eq!(violation_report(&a), violation_report(&b), "{what} {v}");
+        assert!(b.engine.faults().is_some());
+        // Did a fault fire?
+        a.steps.iter().any(|s| {
+            matches!(
+                s.outcome,
+                StepOutcome::Finished(Err(e)) if matches!(e.origin, Origin::Injected(_))
+            ) || s
+                .events
+                .iter()
+                .any(|e| format!("{e:?}").contains("Injected"))
+        })
+    };
+    let mut paths = Vec::new();
+    scripts(Path::new("corpus/scripts"), &mut paths);
+    paths.sort();
+    let (mut files, mut fired) = (0, 0);
+    for p in &paths {
+        let scn = Scenario::parse(&std::fs::read(p).unwrap()).unwrap();
+        if scn.fails.is_empty() {
+            continue;
+        }
+        files += 1;
+        for v in Variant::ALL {
+            fired += usize::from(same(&scn, v, Mode::Strict, &p.display().to_string()));
+        }
+    }
+    assert!(files >= 7, "{files} corpus scripts with faults");
+    assert!(fired >= 7 * Variant::ALL.len() / 2, "{fired} runs injected");
+    let (mut cases, mut gen_fired) = (0, 0);
+    let mut buf = Vec::new();
+    for case in 0..3000u64 {
+        bgfuzz::search::case_bytes(3, case, &mut buf);
+        let scn = bgfuzz::generate::decode(&buf);
+        if !scn.fails.iter().any(|f| f.injects()) {
+            continue;
+        }
+        cases += 1;
+        for v in Variant::ALL {
+            gen_fired += usize::from(same(&scn, v, Mode::Loose, &format!("case {case}")));
+        }
+    }
+    assert!(cases >= 500, "{cases} generated cases with faults");
+    assert!(gen_fired >= 300, "{gen_fired} generated runs injected");
+}
+
+#[test]
+fn fault_counters_are_engine_state() {
+    use bgfuzz::failpoints::{FaultPlan, Faults, Site};
+    let scn = Scenario::parse(b"A: start\nA: alloc data 4K\n").unwrap();
+    let plan = |c: &str| FaultPlan::parse(Site::ExtentTreeLookup, c).unwrap();
+    let mk = |plans: &[FaultPlan]| {
+        let mut e = Engine::with_faults(scn.config(), Variant::FIXED.patches(), Faults::new(plans))
+            .unwrap();
+        for st in &scn.steps {
+            let Action::Begin(op) = st.action else {
+                unreachable!()
+            };
+            e.begin(st.task, op).unwrap();
+        }
+        e
+    };
+    let fp = |e: &Engine| e.fingerprint(&[0, 0], &(), true);
+    // The commit's first writeout looks up the one dirty bg once.
+    let commit = |mut e: Engine| {
+        e.begin(0, Op::Commit).unwrap();
+        while e.status(0) == bgfuzz::engine::Status::Runnable {
+            e.step(0).unwrap();
+        }
+        e.transactions()[0].aborted
+    };
+    let (a, b) = (
+        mk(&[plan("1*return(EIO)")]),
+        mk(&[plan("1*off->1*return(EIO)")]),
+    );
+    assert_ne!(fp(&a), fp(&b), "plans that fail different hits");
+    assert_eq!(
+        fp(&mk(&[plan("1*off->1*off")])),
+        fp(&mk(&[])),
+        "plans that never fail"
+    );
+    // A clone carries the remaining counts: each clone of `a` fails its
+    // commit, and no clone of `b` does (its second lookup never comes).
+    for _ in 0..2 {
+        let err = commit(a.clone()).expect("the planned EIO aborts");
+        assert_eq!(err.origin, Origin::Injected(Site::ExtentTreeLookup));
+        assert_eq!(commit(b.clone()), None);
+    }
+}
+
+#[test]
+fn cli_faults_counterexample_replays_with_its_fail_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bgfuzz(
+        &[
+            "explore",
+            "--variant",
+            "bug-c79a1751",
+            "--faults",
+            "--mount",
+            "space_cache",
+            "--chunk-data",
+            "128M",
+            "--device",
+            "256M",
+            "--alphabet",
+            "start,alloc data 4K,end,commit",
+            "--out",
+            "found",
+        ],
+        dir.path(),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let j = bgfuzz(
+        &[
+            "explore",
+            "--faults",
+            "--max-faults",
+            "2",
+            "--fault-hits",
+            "3",
+            "--ops",
+            "2",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(j.status.code(), Some(0));
+    let j: Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(
+        (j["max_faults"].as_u64(), j["fault_hits"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("VIOLATION bg-refcount within BOUNDS"), "{out}");
+    assert!(
+        out.contains("faults at most 1 per run, at any evaluation"),
+        "{out}"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("found"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        text.contains("\nfail extent_tree_lookup 1*return(EIO)\n"),
+        "{text}"
+    );
+    assert_eq!(Scenario::parse(text.as_bytes()).unwrap().steps.len(), 5);
+    let r = bgfuzz(&["repro", files[0].to_str().unwrap()], dir.path());
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("VIOLATION bg-refcount"));
+    let c = bgfuzz(&["check", files[0].to_str().unwrap()], dir.path());
+    assert_eq!(
+        c.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&c.stdout)
+    );
 }

@@ -525,6 +525,10 @@ impl Engine {
             config,
             patches,
             failpoints_armed,
+            // The in-engine plans' remaining counts and hit counts decide
+            // which evaluations fail next: canonical, so equal values
+            // answer the same from here on.
+            faults,
             bgs,
             cache_tree,
             space_info,
@@ -546,7 +550,7 @@ impl Engine {
             // it.
             events: _,
         } = self;
-        (config, patches, failpoints_armed).hash(h);
+        (config, patches, failpoints_armed, faults).hash(h);
         h.write_usize(bgs.len());
         for bg in bgs {
             hash_bg(bg, rename, h);

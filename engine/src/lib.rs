@@ -93,6 +93,10 @@ pub struct Engine {
     /// Evaluate failpoints only when the run configured some: a run without
     /// faults then needs no lock on fail-rs's global registry.
     pub(crate) failpoints_armed: bool,
+    /// Fault plans evaluated in the engine, with their counters as engine
+    /// state (cloned and fingerprinted with it); when set, fail-rs's
+    /// registry is not consulted. See [`Engine::with_faults`].
+    pub(crate) faults: Option<bgfuzz_failpoints::Faults>,
     pub(crate) bgs: Vec<BlockGroup>,
     /// `fs_info->block_group_cache_tree`.
     pub(crate) cache_tree: BTreeMap<u64, BgId>,
@@ -138,6 +142,27 @@ impl Engine {
         patches: Patches,
         failpoints_armed: bool,
     ) -> Result<Self, ConfigError> {
+        Engine::make(config, patches, failpoints_armed, None)
+    }
+
+    /// [`Engine::new`], with failpoints evaluated by `faults` inside the
+    /// engine instead of fail-rs's registry: the same answers for the same
+    /// plans, but the counters are part of the state, so a clone branches
+    /// on them (`bgfuzz explore --faults`).
+    pub fn with_faults(
+        config: Config,
+        patches: Patches,
+        faults: bgfuzz_failpoints::Faults,
+    ) -> Result<Self, ConfigError> {
+        Engine::make(config, patches, false, Some(faults))
+    }
+
+    fn make(
+        config: Config,
+        patches: Patches,
+        failpoints_armed: bool,
+        faults: Option<bgfuzz_failpoints::Faults>,
+    ) -> Result<Self, ConfigError> {
         check_aligned("device", config.device_size)?;
         for kind in Kind::ALL {
             check_aligned(kind.name(), config.chunk(kind))?;
@@ -153,6 +178,7 @@ impl Engine {
             config,
             patches,
             failpoints_armed,
+            faults,
             bgs: Vec::new(),
             cache_tree: BTreeMap::new(),
             space_info: Default::default(),
@@ -193,6 +219,15 @@ impl Engine {
     }
     pub fn patches(&self) -> Patches {
         self.patches
+    }
+    /// The in-engine fault plans and counters, if the engine has them.
+    pub fn faults(&self) -> Option<&bgfuzz_failpoints::Faults> {
+        self.faults.as_ref()
+    }
+    /// The in-engine faults, to arm a plan or change the hit cap between
+    /// steps (an explorer's branching).
+    pub fn faults_mut(&mut self) -> Option<&mut bgfuzz_failpoints::Faults> {
+        self.faults.as_mut()
     }
     /// Whether the kernel modelled has upstream commit `p`.
     pub fn applied(&self, p: PatchId) -> bool {

@@ -42,9 +42,12 @@ impl Engine {
         self.tasks[task].handle.as_ref().is_some_and(|h| h.aborted)
     }
 
-    /// Evaluates the failpoint at `site` if the run armed any.
-    pub(crate) fn failpoint(&self, site: Site) -> Option<Error> {
-        if self.failpoints_armed {
+    /// Evaluates the failpoint at `site`: by the in-engine plans if the
+    /// engine has them, else by fail-rs's registry if the run armed it.
+    pub(crate) fn failpoint(&mut self, site: Site) -> Option<Error> {
+        if let Some(f) = &mut self.faults {
+            f.eval(site)
+        } else if self.failpoints_armed {
             bgfuzz_failpoints::eval(site)
         } else {
             None

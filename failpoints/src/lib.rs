@@ -250,6 +250,15 @@ impl FaultPlan {
         parts.join("->")
     }
 
+    /// The same plan in its shortest form: used-up actions dropped,
+    /// neighbours with the same task merged, trailing `off`s dropped.
+    pub fn simplified(&self) -> FaultPlan {
+        FaultPlan {
+            site: self.site,
+            actions: canonical(&self.actions),
+        }
+    }
+
     /// True if some action can inject a fault.
     pub fn injects(&self) -> bool {
         self.actions
@@ -371,6 +380,151 @@ fn eval_raw(name: &str) -> Option<Option<String>> {
     None
 }
 
+/// Count-based fault plans evaluated inside the engine, with their state
+/// (each action's remaining count, each site's hit count) held by value.
+///
+/// fail-rs keeps its counters in a process-wide registry, outside any
+/// engine: an explorer that clones and fingerprints engine states cannot
+/// branch on them. A `Faults` is cloned with the engine that holds it and
+/// hashed into its fingerprint, and answers exactly as fail-rs does for the
+/// same plans: the first action whose count is not used up fires (and its
+/// count drops by one); `off` or no action left means no fault.
+///
+/// The chains are kept canonical, so two values are equal exactly when
+/// every future evaluation answers the same: used-up actions are dropped,
+/// neighbours with the same task merged, nothing is kept after an action
+/// without a count (it always fires), and trailing `off`s are dropped (no
+/// action left also means no fault). A fired `1*return(EIO)` is then the
+/// same as no plan at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Faults {
+    /// By `Site::ALL` index: the actions still to come.
+    chains: [Vec<Action>; 4],
+    /// By `Site::ALL` index: evaluations so far, saturating at `hit_cap`.
+    hits: [u32; 4],
+    /// Hits beyond this are not counted, so states that differ only past
+    /// it stay equal (an explorer branches on the first `hit_cap` hits).
+    hit_cap: u32,
+    /// With logging on, the sites evaluated, in order, since the last
+    /// [`Faults::take_log`]: how an explorer learns which evaluations one
+    /// step made. Empty between an explorer's steps.
+    log: Vec<Site>,
+    logging: bool,
+}
+
+fn site_index(site: Site) -> usize {
+    match site {
+        Site::TransEnd => 0,
+        Site::BgCreate => 1,
+        Site::BgInsertItem => 2,
+        Site::ExtentTreeLookup => 3,
+    }
+}
+
+fn canonical(actions: &[Action]) -> Vec<Action> {
+    let mut out: Vec<Action> = Vec::new();
+    for a in actions {
+        if a.count == Some(0) {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.task == a.task => {
+                last.count = match (last.count, a.count) {
+                    (Some(x), Some(y)) => Some(x.saturating_add(y)),
+                    _ => None,
+                };
+            }
+            _ => out.push(*a),
+        }
+        if out.last().is_some_and(|l| l.count.is_none()) {
+            break;
+        }
+    }
+    while out.last().is_some_and(|l| l.task == Task::Off) {
+        out.pop();
+    }
+    out
+}
+
+impl Faults {
+    /// The plans, as [`FailGuard::new`] configures them: a later plan for
+    /// a site replaces an earlier one. Hits are not counted.
+    pub fn new(plans: &[FaultPlan]) -> Self {
+        let mut f = Faults::default();
+        for p in plans {
+            f.set_plan(p);
+        }
+        f
+    }
+
+    /// Replaces the site's plan, as `fail::cfg` does.
+    pub fn set_plan(&mut self, plan: &FaultPlan) {
+        self.chains[site_index(plan.site)] = canonical(&plan.actions);
+    }
+
+    /// Evaluates a site: fail-rs's answer for the same plan and history.
+    pub fn eval(&mut self, site: Site) -> Option<Error> {
+        let i = site_index(site);
+        if self.hits[i] < self.hit_cap {
+            self.hits[i] += 1;
+        }
+        if self.logging {
+            self.log.push(site);
+        }
+        let chain = &mut self.chains[i];
+        // Canonical: the first action, if any, can fire.
+        let first = chain.first_mut()?;
+        let task = first.task;
+        if let Some(n) = &mut first.count {
+            *n -= 1;
+            if *n == 0 {
+                // The rest of a canonical chain is canonical.
+                chain.remove(0);
+            }
+        }
+        match task {
+            Task::Off => None,
+            Task::Return(errno) => Some(Error::injected(errno, site)),
+        }
+    }
+
+    /// Evaluations of `site` so far, up to the hit cap.
+    pub fn hits(&self, site: Site) -> u32 {
+        self.hits[site_index(site)]
+    }
+
+    /// Counts hits up to `cap` from now on; counts above it are lowered to
+    /// it (0: count nothing, forget what was counted).
+    pub fn set_hit_cap(&mut self, cap: u32) {
+        self.hit_cap = cap;
+        for h in &mut self.hits {
+            *h = (*h).min(cap);
+        }
+    }
+
+    /// Records each evaluation's site from now on, for [`Faults::take_log`].
+    pub fn set_logging(&mut self, on: bool) {
+        self.logging = on;
+    }
+
+    /// The sites evaluated since the last call, in order.
+    pub fn take_log(&mut self) -> Vec<Site> {
+        std::mem::take(&mut self.log)
+    }
+
+    /// The cap set by [`Faults::set_hit_cap`] (0 by default).
+    pub fn hit_cap(&self) -> u32 {
+        self.hit_cap
+    }
+
+    /// True when no site can inject a fault any more.
+    pub fn spent(&self) -> bool {
+        self.chains
+            .iter()
+            .all(|c| c.iter().all(|a| a.task == Task::Off))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +564,135 @@ mod tests {
             FaultPlan::parse(Site::TransEnd, "x*off"),
             Err(FailpointError::BadAction { .. })
         ));
+    }
+
+    /// Plans from a small deterministic generator: 1 to 4 actions, counts
+    /// none or 0..=3, `off` or each errno the site understands.
+    fn plans() -> Vec<FaultPlan> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % n
+        };
+        (0..400)
+            .map(|_| {
+                let site = Site::ALL[next(4) as usize];
+                let actions = (0..1 + next(4))
+                    .map(|_| {
+                        let count = match next(5) {
+                            4 => None,
+                            n => Some(n as u32),
+                        };
+                        let k = next(1 + site.errnos().len() as u64) as usize;
+                        let task = match k {
+                            0 => Task::Off,
+                            k => Task::Return(site.errnos()[k - 1]),
+                        };
+                        Action { count, task }
+                    })
+                    .collect();
+                FaultPlan { site, actions }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn faults_are_canonical() {
+        let p = |site, c: &str| FaultPlan::parse(site, c).unwrap();
+        let l = Site::ExtentTreeLookup;
+        assert_eq!(
+            Faults::new(&[p(l, "2*off->1*return(ENOENT)->off")]),
+            Faults::new(&[p(l, "1*off->0*return(EIO)->1*off->1*return(ENOENT)")])
+        );
+        let mut f = Faults::new(&[p(l, "1*return(EIO)->off")]);
+        assert_ne!(f, Faults::default());
+        assert_eq!(f.eval(l), Some(Error::injected(Errno::EIO, l)));
+        assert_eq!(f, Faults::default(), "a fired plan is no plan");
+        assert!(f.spent());
+        assert_ne!(
+            Faults::new(&[p(l, "1*return(EIO)")]),
+            Faults::new(&[p(l, "2*return(EIO)")])
+        );
+        // A later plan for a site replaces an earlier one, as fail::cfg.
+        assert_eq!(
+            Faults::new(&[p(l, "return(EIO)"), p(l, "1*off->1*return(EIO)")]),
+            Faults::new(&[p(l, "1*off->1*return(EIO)")])
+        );
+        // Values are equal exactly when they answer the same from now on:
+        // counts are at most 3 in at most 4 actions, so 20 evaluations
+        // reach every plan's endless tail.
+        let answers = |p: &FaultPlan| {
+            let mut f = Faults::new(std::slice::from_ref(p));
+            (0..20).map(|_| f.eval(p.site)).collect::<Vec<_>>()
+        };
+        let all = plans();
+        let mut same_answers = 0;
+        for a in &all[..150] {
+            for b in all.iter().filter(|b| b.site == a.site) {
+                let equal =
+                    Faults::new(std::slice::from_ref(a)) == Faults::new(std::slice::from_ref(b));
+                let same = answers(a) == answers(b);
+                assert_eq!(equal, same, "`{}` vs `{}`", a.config(), b.config());
+                same_answers += usize::from(same && a != b);
+            }
+        }
+        assert!(
+            same_answers > 100,
+            "{same_answers} pairs of different plans agree"
+        );
+        // Equal values answer the same from now on, whatever comes next.
+        for a in plans() {
+            let mut f = Faults::new(std::slice::from_ref(&a));
+            let mut g = Faults::new(&[a.clone(), a.clone()]);
+            for _ in 0..10 {
+                assert_eq!(f, g);
+                assert_eq!(f.eval(a.site), g.eval(a.site), "{}", a.config());
+            }
+        }
+    }
+
+    #[test]
+    fn hit_counts_saturate_at_the_cap() {
+        let mut f = Faults::default();
+        f.set_hit_cap(2);
+        f.set_logging(true);
+        for _ in 0..5 {
+            assert_eq!(f.eval(Site::TransEnd), None);
+        }
+        f.eval(Site::BgCreate);
+        assert_eq!((f.hits(Site::TransEnd), f.hits(Site::BgCreate)), (2, 1));
+        let mut log = vec![Site::TransEnd; 5];
+        log.push(Site::BgCreate);
+        assert_eq!(f.take_log(), log);
+        f.set_hit_cap(0);
+        assert_eq!(f.hits(Site::TransEnd), 0);
+        f.set_logging(false);
+        assert_eq!(f, Faults::default());
+    }
+
+    /// The in-engine evaluator answers as fail-rs's registry does, for
+    /// every generated plan over twelve evaluations.
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn faults_answer_as_fail_rs() {
+        let mut fired = 0;
+        for plan in plans() {
+            let mut f = Faults::new(std::slice::from_ref(&plan));
+            let _g = FailGuard::new(std::slice::from_ref(&plan)).unwrap();
+            for i in 0..12 {
+                let (want, got) = (eval(plan.site), f.eval(plan.site));
+                assert_eq!(got, want, "`{}`, evaluation {}", plan.config(), i + 1);
+                fired += usize::from(got.is_some());
+                // Other sites are not configured: no fault there.
+                assert_eq!(
+                    f.eval(Site::ALL[(i % 3 + 1 + site_index(plan.site)) % 4]),
+                    None
+                );
+            }
+        }
+        assert!(fired > 500, "{fired} faults: the plans barely inject");
     }
 
     #[cfg(feature = "failpoints")]
