@@ -2,11 +2,19 @@
 //! here and only here, around deterministic work; medians, because these
 //! machines are shared and noisy.
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::variant::Variant;
+use anyhow::{bail, Context};
 use serde::Serialize;
 
+use crate::generate::decode;
+use crate::minimize::minimize;
 use crate::run::{run, Mode};
 use crate::scenario::Scenario;
 use crate::search::{search, shortest, witnesses};
@@ -102,6 +110,9 @@ pub struct Bench {
     pub detect: Vec<Detection>,
     pub replay: Option<Replay>,
     pub explore: ExploreBench,
+    /// `--cargo-fuzz`: libFuzzer's time to each bug variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cargo_fuzz: Option<FuzzBench>,
 }
 
 pub struct BenchConfig {
@@ -209,6 +220,7 @@ pub fn bench(cfg: &BenchConfig) -> Bench {
         detect,
         replay,
         explore: explore_bench(cfg.rounds),
+        cargo_fuzz: None,
     }
 }
 
@@ -332,4 +344,557 @@ pub fn table(b: &Bench) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------
+// `bgfuzz bench --cargo-fuzz`: libFuzzer on the `scenario` target, from
+// an empty corpus, for every bug variant. Kept apart from the in-process
+// figures above: it needs cargo-fuzz and a build of `fuzz/`.
+
+/// What `--cargo-fuzz` runs: `seeds` libFuzzer seeds (1..=seeds; libFuzzer
+/// reads `-seed=0` as "pick one from the clock") per variant, each with at
+/// most `cap` of fuzzing in all.
+#[derive(Clone, Debug)]
+pub struct FuzzBenchConfig {
+    pub variants: Vec<Variant>,
+    pub seeds: usize,
+    pub cap: Duration,
+    /// Crashes a seed may take looking for one that needs no injected
+    /// fault, as `bgfuzz run` keeps the best of 8 witnesses.
+    pub witnesses: usize,
+}
+
+/// The fuzz target built and found: [`prepare_cargo_fuzz`]'s result.
+#[derive(Clone, Debug)]
+pub struct FuzzTarget {
+    pub binary: PathBuf,
+    /// The command that built it, for the table.
+    pub build: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FuzzBench {
+    pub target: String,
+    pub binary: String,
+    pub build: String,
+    pub seeds: usize,
+    pub cap_seconds: f64,
+    pub witnesses: usize,
+    pub detect: Vec<FuzzDetection>,
+}
+
+/// One bug variant under libFuzzer.
+#[derive(Clone, Debug, Serialize)]
+pub struct FuzzDetection {
+    pub variant: String,
+    pub seeds: usize,
+    /// Seeds whose first crash replays to the variant's expected kind.
+    pub found: usize,
+    /// Seeds that crashed at all within the cap.
+    pub crashed: usize,
+    /// Median time to the first crash over all seeds, a seed that did not
+    /// crash counting as slower than the cap; `None` when half or more
+    /// did not crash.
+    pub median_seconds: Option<f64>,
+    /// Time to the first crash, over the seeds that crashed.
+    pub seconds: Spread,
+    /// Seeds that reached a crash whose minimized script needs no
+    /// injected fault (the race found by interleaving alone).
+    pub without_faults: usize,
+    /// As `median_seconds`, to the first fault-free crash.
+    pub median_fault_free_seconds: Option<f64>,
+    /// Step lines of the minimized script of each seed's kept crash.
+    pub minimized_steps: Spread,
+    /// Executions per second of wall clock, over each seed's runs.
+    pub exec_per_sec: Spread,
+    pub kinds: Vec<String>,
+    pub runs: Vec<FuzzRun>,
+}
+
+/// One seed: one libFuzzer run, and more from the corpus it grew while
+/// the crashes it finds need an injected fault.
+#[derive(Clone, Debug, Serialize)]
+pub struct FuzzRun {
+    pub seed: u64,
+    pub crash_seconds: Option<f64>,
+    pub fault_free_seconds: Option<f64>,
+    /// The kept crash's violation kind, replayed by the library.
+    pub kind: Option<String>,
+    /// Whether the kept crash's minimized script still has `fail` lines.
+    pub needs_fault: Option<bool>,
+    pub minimized_steps: Option<usize>,
+    /// libFuzzer processes started (1 + restarts after fault crashes).
+    pub processes: usize,
+    pub crashes: usize,
+    pub executions: u64,
+    pub seconds: f64,
+}
+
+/// libFuzzer's `-print_final_stats=1` lines (`stat::name: value`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FinalStats {
+    pub executed_units: u64,
+    /// libFuzzer's whole-second figure: 0 for a run under a second.
+    pub average_exec_per_sec: u64,
+    pub new_units_added: u64,
+    pub peak_rss_mb: u64,
+}
+
+impl FinalStats {
+    /// The `stat::` lines of a libFuzzer log; `None` when there are none
+    /// (libFuzzer did not get to print them).
+    pub fn parse(log: &str) -> Option<FinalStats> {
+        let mut s = FinalStats::default();
+        let mut any = false;
+        for line in log.lines() {
+            let Some((name, value)) = line
+                .trim()
+                .strip_prefix("stat::")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let Ok(v) = value.trim().parse::<u64>() else {
+                continue;
+            };
+            any = true;
+            match name.trim() {
+                "number_of_executed_units" => s.executed_units = v,
+                "average_exec_per_sec" => s.average_exec_per_sec = v,
+                "new_units_added" => s.new_units_added = v,
+                "peak_rss_mb" => s.peak_rss_mb = v,
+                _ => {}
+            }
+        }
+        any.then_some(s)
+    }
+}
+
+/// Median over `n` seeds of which `xs` finished: a missing seed counts as
+/// slower than any that finished, so the median exists only when more
+/// than half did.
+fn median_with_misses(mut xs: Vec<f64>, n: usize) -> Option<f64> {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    // The median's one or two middle values are finite only then.
+    if xs.len() * 2 <= n {
+        return None;
+    }
+    Some(if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    })
+}
+
+fn run_quiet(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+    cmd.stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))
+}
+
+/// Checks that cargo-fuzz is installed, builds the `scenario` target once
+/// (release, `-s none`: safe Rust needs no sanitizer, so stable Rust
+/// does), and finds its binary, so that no build time is timed. `root`
+/// holds `fuzz/`.
+pub fn prepare_cargo_fuzz(root: &Path) -> anyhow::Result<FuzzTarget> {
+    let manifest = root.join("fuzz/Cargo.toml");
+    if !manifest.is_file() {
+        bail!(
+            "no {}: run `bgfuzz bench --cargo-fuzz` from the bgfuzz repository root (it builds fuzz/ with cargo fuzz)",
+            manifest.display()
+        );
+    }
+    let version = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .output();
+    if !version.as_ref().is_ok_and(|o| o.status.success()) {
+        bail!("--cargo-fuzz needs cargo-fuzz: install it with `cargo install cargo-fuzz --locked`");
+    }
+    let build = "cargo fuzz build -s none scenario";
+    eprintln!("bgfuzz bench: {build} (the first build takes minutes)");
+    let out = run_quiet(
+        Command::new("cargo")
+            .args(["fuzz", "build", "-s", "none", "scenario"])
+            .current_dir(root),
+    )?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        bail!(
+            "`{build}` failed ({}):\n{}\nIt needs cargo-fuzz (`cargo install cargo-fuzz --locked`) and a C++ compiler for libFuzzer (e.g. `apt-get install g++`); no nightly and no sanitizer (-s none)",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    // cargo-fuzz builds for the host triple into the fuzz crate's target
+    // directory (CARGO_TARGET_DIR when set): ask cargo and rustc for both.
+    let meta = run_quiet(
+        Command::new("cargo")
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .current_dir(root),
+    )?;
+    let target_dir = serde_json::from_slice::<serde_json::Value>(&meta.stdout)
+        .ok()
+        .and_then(|v| v["target_directory"].as_str().map(PathBuf::from))
+        .with_context(|| {
+            format!(
+                "`cargo metadata` on {} did not name a target directory: {}",
+                manifest.display(),
+                String::from_utf8_lossy(&meta.stderr).trim()
+            )
+        })?;
+    let rustc =
+        run_quiet(Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into())).arg("-vV"))?;
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("`rustc -vV` names no host triple")?;
+    let binary = target_dir.join(&host).join("release").join("scenario");
+    if !binary.is_file() {
+        bail!(
+            "`{build}` succeeded but {} is not there (a cargo-fuzz that builds elsewhere?)",
+            binary.display()
+        );
+    }
+    Ok(FuzzTarget {
+        binary,
+        build: build.to_string(),
+    })
+}
+
+/// Stops the fuzz bench on SIGINT or SIGTERM, so that the child is ended
+/// and every temporary directory removed before bgfuzz exits.
+struct Interrupt {
+    flag: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Interrupt {
+    fn install() -> Interrupt {
+        let flag = Arc::new(AtomicBool::new(false));
+        let ids = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+            .into_iter()
+            .filter_map(|s| signal_hook::flag::register(s, Arc::clone(&flag)).ok())
+            .collect();
+        Interrupt { flag, ids }
+    }
+
+    fn raised(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// One libFuzzer process: its wall time, its stats, and its crash input.
+struct Process {
+    seconds: f64,
+    stats: Option<FinalStats>,
+    crash: Option<Vec<u8>>,
+}
+
+/// Runs the fuzz target binary on `corpus` until its first crash or
+/// `max_secs`; artifacts go under `dir`.
+fn fuzz_once(
+    target: &FuzzTarget,
+    variant: Variant,
+    seed: u64,
+    max_secs: u64,
+    corpus: &Path,
+    dir: &Path,
+    stop: &Interrupt,
+) -> anyhow::Result<Process> {
+    let artifacts = dir.join(format!("artifacts-{seed}"));
+    std::fs::create_dir_all(&artifacts)?;
+    let log_path = dir.join(format!("fuzz-{seed}.log"));
+    let log = File::create(&log_path)?;
+    let mut cmd = Command::new(&target.binary);
+    cmd.arg(format!("-seed={seed}"))
+        .arg(format!("-max_total_time={max_secs}"))
+        .args(["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"])
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .arg(corpus)
+        .env("BGFUZZ_VARIANT", variant.name())
+        // The panic's backtrace is symbolized from debug info, which can
+        // take longer than finding the crash did.
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", target.binary.display()))?;
+    // libFuzzer ends itself at -max_total_time; this is for a child that
+    // hangs, and for an interrupt.
+    let deadline = Duration::from_secs(max_secs + 30);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if stop.raised() || started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let seconds = secs(started.elapsed());
+    if stop.raised() {
+        bail!("interrupted; the temporary corpus and artifacts are removed");
+    }
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let crash = std::fs::read_dir(&artifacts)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("crash-"))
+        .map(|e| e.path())
+        .min()
+        .map(std::fs::read)
+        .transpose()?;
+    if status.is_none() {
+        bail!(
+            "{} under {variant} (seed {seed}) ran past {}s and was killed",
+            target.binary.display(),
+            deadline.as_secs()
+        );
+    }
+    let stats = FinalStats::parse(&text);
+    if crash.is_none() && status.is_some_and(|s| !s.success()) {
+        let tail: Vec<&str> = text.lines().rev().take(10).collect();
+        bail!(
+            "{} under {variant} (seed {seed}) failed ({}) without a crash input:\n{}",
+            target.binary.display(),
+            status.expect("checked above"),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    Ok(Process {
+        seconds,
+        stats,
+        crash,
+    })
+}
+
+/// A crash input replayed and minimized by the library, as campaign
+/// triage does: (kind, needs an injected fault, minimized step lines).
+fn triage_crash(bytes: &[u8], variant: Variant) -> Option<(String, bool, usize)> {
+    let scn = decode(bytes);
+    let r = run(&scn, variant, Mode::Loose).ok()?;
+    let kind = r.violation.as_ref()?.finding.kind.name().to_string();
+    match minimize(&r.scenario, variant) {
+        Some(m) => Some((kind, !m.scenario.fails.is_empty(), m.scenario.steps.len())),
+        None => Some((kind, !r.scenario.fails.is_empty(), r.scenario.steps.len())),
+    }
+}
+
+/// One seed of one variant: from an empty corpus in a temporary directory
+/// (removed however this returns), libFuzzer runs to its first crash. If
+/// that crash needs an injected fault, libFuzzer starts again on the
+/// corpus it grew (the seed's next libFuzzer seeds), until a fault-free
+/// crash, `cfg.witnesses` crashes, or the cap.
+fn fuzz_seed(
+    target: &FuzzTarget,
+    variant: Variant,
+    seed: u64,
+    cfg: &FuzzBenchConfig,
+    stop: &Interrupt,
+) -> anyhow::Result<FuzzRun> {
+    let dir = tempfile::Builder::new().prefix("bgfuzz-bench-").tempdir()?;
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir(&corpus)?;
+    let cap = cfg.cap.as_secs_f64();
+    let mut out = FuzzRun {
+        seed,
+        crash_seconds: None,
+        fault_free_seconds: None,
+        kind: None,
+        needs_fault: None,
+        minimized_steps: None,
+        processes: 0,
+        crashes: 0,
+        executions: 0,
+        seconds: 0.0,
+    };
+    while out.seconds < cap && out.crashes < cfg.witnesses.max(1) {
+        let left = (cap - out.seconds).ceil().max(1.0) as u64;
+        // Restarts get seeds of their own: the same seed again would
+        // replay the same mutations.
+        let lf_seed = seed + 1000 * out.processes as u64;
+        let p = fuzz_once(target, variant, lf_seed, left, &corpus, dir.path(), stop)?;
+        out.processes += 1;
+        out.seconds += p.seconds;
+        out.executions += p.stats.as_ref().map_or(0, |s| s.executed_units);
+        let Some(bytes) = p.crash else {
+            break;
+        };
+        out.crashes += 1;
+        out.crash_seconds.get_or_insert(out.seconds);
+        let Some((kind, needs_fault, steps)) = triage_crash(&bytes, variant) else {
+            // A crash the library does not reproduce (not a violation):
+            // keep it as what it is and stop.
+            out.kind.get_or_insert_with(|| "unreproduced".to_string());
+            break;
+        };
+        let first = out.kind.is_none();
+        if first || !needs_fault {
+            out.kind = Some(kind);
+            out.needs_fault = Some(needs_fault);
+            out.minimized_steps = Some(steps);
+        }
+        if !needs_fault {
+            out.fault_free_seconds = Some(out.seconds);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// `bgfuzz bench --cargo-fuzz`: for each variant, `cfg.seeds` seeds of
+/// libFuzzer from an empty corpus; prints a line per seed to stderr.
+pub fn fuzz_bench(target: &FuzzTarget, cfg: &FuzzBenchConfig) -> anyhow::Result<FuzzBench> {
+    let stop = Interrupt::install();
+    let mut detect = Vec::new();
+    for &v in &cfg.variants {
+        let mut runs = Vec::new();
+        for seed in 1..=cfg.seeds as u64 {
+            let r = fuzz_seed(target, v, seed, cfg, &stop)?;
+            eprintln!(
+                "bgfuzz bench: cargo fuzz, {v}, seed {seed}: {}",
+                match (r.crash_seconds, &r.kind) {
+                    (Some(t), Some(k)) => format!(
+                        "{k} after {t:.2}s{}",
+                        match r.fault_free_seconds {
+                            Some(f) => format!(", fault-free after {f:.2}s"),
+                            None => ", needs an injected fault".to_string(),
+                        }
+                    ),
+                    _ => format!("no crash in {:.0}s", r.seconds),
+                }
+            );
+            runs.push(r);
+        }
+        let crash: Vec<f64> = runs.iter().filter_map(|r| r.crash_seconds).collect();
+        let free: Vec<f64> = runs.iter().filter_map(|r| r.fault_free_seconds).collect();
+        let mut kinds: Vec<String> = Vec::new();
+        for k in runs.iter().filter_map(|r| r.kind.clone()) {
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+        detect.push(FuzzDetection {
+            variant: v.name().to_string(),
+            seeds: runs.len(),
+            found: runs
+                .iter()
+                .filter(|r| r.kind.is_some() && r.kind.as_deref() == v.expected_violation())
+                .count(),
+            crashed: crash.len(),
+            median_seconds: median_with_misses(crash.clone(), runs.len()),
+            seconds: Spread::of(crash),
+            without_faults: free.len(),
+            median_fault_free_seconds: median_with_misses(free, runs.len()),
+            minimized_steps: Spread::of(
+                runs.iter()
+                    .filter_map(|r| r.minimized_steps.map(|s| s as f64))
+                    .collect(),
+            ),
+            exec_per_sec: Spread::of(
+                runs.iter()
+                    .map(|r| r.executions as f64 / r.seconds.max(1e-9))
+                    .collect(),
+            ),
+            kinds,
+            runs,
+        });
+    }
+    Ok(FuzzBench {
+        target: "scenario".to_string(),
+        binary: target.binary.display().to_string(),
+        build: target.build.clone(),
+        seeds: cfg.seeds,
+        cap_seconds: cfg.cap.as_secs_f64(),
+        witnesses: cfg.witnesses,
+        detect,
+    })
+}
+
+pub fn fuzz_table(f: &FuzzBench) -> String {
+    let mut out = format!(
+        "\ncargo fuzz, {} target, from an empty corpus ({}; then the binary with -seed=1..{} -max_total_time, cap {:.0}s a seed; a crash that needs an injected fault restarts libFuzzer on its grown corpus, up to {} crashes):\n",
+        f.target, f.build, f.seeds, f.cap_seconds, f.witnesses
+    );
+    let s = |x: Option<f64>| x.map_or(format!(">{:.0}", f.cap_seconds), |t| format!("{t:.2}"));
+    out.push_str(&format!(
+        "{:<14} {:>7} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10}  {}\n",
+        "variant",
+        "found",
+        "median s",
+        "max s",
+        "no fault",
+        "median s",
+        "minimized",
+        "exec/s",
+        "kind"
+    ));
+    for d in &f.detect {
+        out.push_str(&format!(
+            "{:<14} {:>3}/{:<3} {:>10} {:>9} {:>6}/{:<3} {:>10} {:>10.0} {:>10.0}  {}\n",
+            d.variant,
+            d.found,
+            d.seeds,
+            s(d.median_seconds),
+            if d.crashed == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.2}", d.seconds.max)
+            },
+            d.without_faults,
+            d.seeds,
+            d.median_fault_free_seconds
+                .map_or("-".to_string(), |t| format!("{t:.2}")),
+            d.minimized_steps.median,
+            d.exec_per_sec.median,
+            if d.kinds.is_empty() {
+                "none".to_string()
+            } else {
+                d.kinds.join(",")
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "(found: seeds whose first crash is the variant's expected kind; median s: to the first crash, a seed with none counting as slower than the cap; no fault: seeds that reached a crash whose minimized script needs no injected fault, and the median s to it, - when half or more did not within {} crashes or the cap; exec/s: executions over wall time)\n",
+        f.witnesses
+    ));
+    out
+}
+
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+
+    #[test]
+    fn a_median_with_misses_exists_only_when_most_seeds_finished() {
+        assert_eq!(median_with_misses(vec![3.0, 1.0, 2.0], 5), Some(3.0));
+        assert_eq!(median_with_misses(vec![1.0, 2.0], 5), None);
+        assert_eq!(median_with_misses(vec![4.0, 1.0, 2.0], 4), Some(3.0));
+        assert_eq!(median_with_misses(vec![1.0, 2.0], 4), None);
+        assert_eq!(median_with_misses(vec![], 0), None);
+        assert_eq!(median_with_misses(vec![0.5], 1), Some(0.5));
+    }
 }
