@@ -359,9 +359,6 @@ pub struct FuzzBenchConfig {
     pub variants: Vec<Variant>,
     pub seeds: usize,
     pub cap: Duration,
-    /// Crashes a seed may take looking for one that needs no injected
-    /// fault, as `bgfuzz run` keeps the best of 8 witnesses.
-    pub witnesses: usize,
 }
 
 /// The fuzz target built and found: [`prepare_cargo_fuzz`]'s result.
@@ -379,7 +376,6 @@ pub struct FuzzBench {
     pub build: String,
     pub seeds: usize,
     pub cap_seconds: f64,
-    pub witnesses: usize,
     pub detect: Vec<FuzzDetection>,
 }
 
@@ -411,8 +407,8 @@ pub struct FuzzDetection {
     pub runs: Vec<FuzzRun>,
 }
 
-/// One seed: one libFuzzer run, and more from the corpus it grew while
-/// the crashes it finds need an injected fault.
+/// One seed: plain libFuzzer to its first crash, and fork mode on from
+/// there while the crashes need an injected fault.
 #[derive(Clone, Debug, Serialize)]
 pub struct FuzzRun {
     pub seed: u64,
@@ -423,8 +419,10 @@ pub struct FuzzRun {
     /// Whether the kept crash's minimized script still has `fail` lines.
     pub needs_fault: Option<bool>,
     pub minimized_steps: Option<usize>,
-    /// libFuzzer processes started (1 + restarts after fault crashes).
-    pub processes: usize,
+    /// Executions per second of wall clock of the plain libFuzzer run
+    /// (start-up included).
+    pub exec_per_sec: f64,
+    /// Crash inputs seen, over both runs.
     pub crashes: usize,
     pub executions: u64,
     pub seconds: f64,
@@ -602,16 +600,53 @@ impl Drop for Interrupt {
     }
 }
 
-/// One libFuzzer process: its wall time, its stats, and its crash input.
+/// One libFuzzer process: its wall time, executions, and first crash.
 struct Process {
     seconds: f64,
-    stats: Option<FinalStats>,
+    executions: u64,
     crash: Option<Vec<u8>>,
 }
 
-/// Runs the fuzz target binary on `corpus` until its first crash or
-/// `max_secs`; artifacts go under `dir`.
-fn fuzz_once(
+/// How a libFuzzer process runs.
+enum Mode2 {
+    /// Plain libFuzzer: it stops at its first crash.
+    First,
+    /// `-fork=1 -ignore_crashes=1`: it goes on after a crash; each new
+    /// crash input is passed, with the seconds since the start, to a
+    /// callback that says whether to stop.
+    Onwards(OnCrash),
+}
+
+type OnCrash = Box<dyn FnMut(&[u8], f64) -> bool>;
+
+/// What fork mode's crashes showed: how many, and the first that needs
+/// no injected fault (kind, minimized step lines, seconds).
+#[derive(Default)]
+struct Onwards {
+    crashes: usize,
+    fault_free: Option<(String, usize, f64)>,
+}
+
+/// The `crash-*` files in `dir`, by name.
+fn crash_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("crash-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Runs the fuzz target binary on `corpus` for at most `max_secs`; its
+/// artifacts, log and libFuzzer's own temporary files (TMPDIR) go under
+/// `dir`. The child is its own process group, so that ending it ends the
+/// jobs of fork mode too.
+#[allow(clippy::too_many_arguments)]
+fn fuzz_process(
     target: &FuzzTarget,
     variant: Variant,
     seed: u64,
@@ -619,7 +654,9 @@ fn fuzz_once(
     corpus: &Path,
     dir: &Path,
     stop: &Interrupt,
+    mut mode: Mode2,
 ) -> anyhow::Result<Process> {
+    use std::os::unix::process::CommandExt;
     let artifacts = dir.join(format!("artifacts-{seed}"));
     std::fs::create_dir_all(&artifacts)?;
     let log_path = dir.join(format!("fuzz-{seed}.log"));
@@ -628,12 +665,22 @@ fn fuzz_once(
     cmd.arg(format!("-seed={seed}"))
         .arg(format!("-max_total_time={max_secs}"))
         .args(["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"])
-        .arg(format!("-artifact_prefix={}/", artifacts.display()))
-        .arg(corpus)
+        .arg(format!("-artifact_prefix={}/", artifacts.display()));
+    if matches!(mode, Mode2::Onwards(_)) {
+        cmd.args([
+            "-fork=1",
+            "-ignore_crashes=1",
+            "-ignore_timeouts=1",
+            "-ignore_ooms=1",
+        ]);
+    }
+    cmd.arg(corpus)
         .env("BGFUZZ_VARIANT", variant.name())
+        .env("TMPDIR", dir)
         // The panic's backtrace is symbolized from debug info, which can
         // take longer than finding the crash did.
         .env("RUST_BACKTRACE", "0")
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -641,52 +688,99 @@ fn fuzz_once(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("running {}", target.binary.display()))?;
+    let group = rustix::process::Pid::from_child(&child);
+    let end = |child: &mut std::process::Child| {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = child.wait();
+    };
     // libFuzzer ends itself at -max_total_time; this is for a child that
-    // hangs, and for an interrupt.
+    // hangs.
     let deadline = Duration::from_secs(max_secs + 30);
+    // Crash files seen, with their size when first seen: one is read once
+    // its size holds for a poll, so never half written.
+    let mut seen: Vec<(PathBuf, Option<u64>, f64)> = Vec::new();
+    let mut last_poll = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break Some(status);
         }
-        if stop.raised() || started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
+        if stop.raised() {
+            end(&mut child);
+            bail!("interrupted; the temporary corpus and artifacts are removed");
+        }
+        if started.elapsed() > deadline {
+            end(&mut child);
+            // Fork mode may be late only because triage held this loop.
+            break matches!(mode, Mode2::Onwards(_)).then(std::process::ExitStatus::default);
+        }
+        if let Mode2::Onwards(on_crash) = &mut mode {
+            if last_poll.elapsed() >= Duration::from_millis(20) {
+                last_poll = Instant::now();
+                let mut done = false;
+                for path in crash_files(&artifacts) {
+                    let len = std::fs::metadata(&path).ok().map(|m| m.len());
+                    match seen.iter_mut().find(|(p, _, _)| *p == path) {
+                        None => seen.push((path, len, secs(started.elapsed()))),
+                        Some((_, size, at)) if size.is_some() && *size == len => {
+                            *size = None;
+                            let bytes = std::fs::read(&path)?;
+                            if on_crash(&bytes, *at) {
+                                done = true;
+                                break;
+                            }
+                        }
+                        Some((_, size, _)) => {
+                            if size.is_some() {
+                                *size = len;
+                            }
+                        }
+                    }
+                }
+                if done {
+                    end(&mut child);
+                    break Some(std::process::ExitStatus::default());
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(1));
     };
     let seconds = secs(started.elapsed());
-    if stop.raised() {
-        bail!("interrupted; the temporary corpus and artifacts are removed");
-    }
-    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let crash = std::fs::read_dir(&artifacts)?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("crash-"))
-        .map(|e| e.path())
-        .min()
-        .map(std::fs::read)
-        .transpose()?;
-    if status.is_none() {
+    let Some(status) = status else {
         bail!(
             "{} under {variant} (seed {seed}) ran past {}s and was killed",
             target.binary.display(),
             deadline.as_secs()
         );
-    }
-    let stats = FinalStats::parse(&text);
-    if crash.is_none() && status.is_some_and(|s| !s.success()) {
+    };
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Plain mode prints its final stats; fork mode only status lines.
+    let executions = FinalStats::parse(&text).map_or_else(
+        || {
+            text.lines()
+                .filter_map(crate::campaign::FuzzStats::parse_line)
+                .next_back()
+                .map_or(0, |s| s.executions)
+        },
+        |s| s.executed_units,
+    );
+    let crash = match mode {
+        Mode2::First => crash_files(&artifacts)
+            .first()
+            .map(std::fs::read)
+            .transpose()?,
+        Mode2::Onwards(_) => None,
+    };
+    if crash.is_none() && matches!(mode, Mode2::First) && !status.success() {
         let tail: Vec<&str> = text.lines().rev().take(10).collect();
         bail!(
-            "{} under {variant} (seed {seed}) failed ({}) without a crash input:\n{}",
+            "{} under {variant} (seed {seed}) failed ({status}) without a crash input:\n{}",
             target.binary.display(),
-            status.expect("checked above"),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
     Ok(Process {
         seconds,
-        stats,
+        executions,
         crash,
     })
 }
@@ -696,18 +790,31 @@ fn fuzz_once(
 fn triage_crash(bytes: &[u8], variant: Variant) -> Option<(String, bool, usize)> {
     let scn = decode(bytes);
     let r = run(&scn, variant, Mode::Loose).ok()?;
-    let kind = r.violation.as_ref()?.finding.kind.name().to_string();
+    let v = r.violation.as_ref()?.finding.kind;
+    let kind = v.name().to_string();
+    if !r.scenario.fails.is_empty() {
+        // Often the faults only came along: without them, the same kind.
+        let mut bare = r.scenario.clone();
+        bare.fails.clear();
+        let again = run(&bare, variant, Mode::Loose).ok();
+        if again.is_some_and(|a| a.violation.is_some_and(|x| x.finding.kind == v)) {
+            return match minimize(&bare, variant) {
+                Some(m) => Some((kind, !m.scenario.fails.is_empty(), m.scenario.steps.len())),
+                None => Some((kind, false, bare.steps.len())),
+            };
+        }
+    }
     match minimize(&r.scenario, variant) {
         Some(m) => Some((kind, !m.scenario.fails.is_empty(), m.scenario.steps.len())),
         None => Some((kind, !r.scenario.fails.is_empty(), r.scenario.steps.len())),
     }
 }
 
-/// One seed of one variant: from an empty corpus in a temporary directory
-/// (removed however this returns), libFuzzer runs to its first crash. If
-/// that crash needs an injected fault, libFuzzer starts again on the
-/// corpus it grew (the seed's next libFuzzer seeds), until a fault-free
-/// crash, `cfg.witnesses` crashes, or the cap.
+/// One seed of one variant, in a temporary directory removed however
+/// this returns. From an empty corpus, plain libFuzzer runs to its first
+/// crash. If that needs an injected fault, fuzzing goes on, as a campaign
+/// does, in fork mode with `-ignore_crashes=1` on the corpus it grew,
+/// until a crash that needs none or the cap.
 fn fuzz_seed(
     target: &FuzzTarget,
     variant: Variant,
@@ -718,7 +825,7 @@ fn fuzz_seed(
     let dir = tempfile::Builder::new().prefix("bgfuzz-bench-").tempdir()?;
     let corpus = dir.path().join("corpus");
     std::fs::create_dir(&corpus)?;
-    let cap = cfg.cap.as_secs_f64();
+    let cap = cfg.cap.as_secs();
     let mut out = FuzzRun {
         seed,
         crash_seconds: None,
@@ -726,41 +833,72 @@ fn fuzz_seed(
         kind: None,
         needs_fault: None,
         minimized_steps: None,
-        processes: 0,
+        exec_per_sec: 0.0,
         crashes: 0,
         executions: 0,
         seconds: 0.0,
     };
-    while out.seconds < cap && out.crashes < cfg.witnesses.max(1) {
-        let left = (cap - out.seconds).ceil().max(1.0) as u64;
-        // Restarts get seeds of their own: the same seed again would
-        // replay the same mutations.
-        let lf_seed = seed + 1000 * out.processes as u64;
-        let p = fuzz_once(target, variant, lf_seed, left, &corpus, dir.path(), stop)?;
-        out.processes += 1;
-        out.seconds += p.seconds;
-        out.executions += p.stats.as_ref().map_or(0, |s| s.executed_units);
-        let Some(bytes) = p.crash else {
-            break;
-        };
-        out.crashes += 1;
-        out.crash_seconds.get_or_insert(out.seconds);
-        let Some((kind, needs_fault, steps)) = triage_crash(&bytes, variant) else {
-            // A crash the library does not reproduce (not a violation):
-            // keep it as what it is and stop.
-            out.kind.get_or_insert_with(|| "unreproduced".to_string());
-            break;
-        };
-        let first = out.kind.is_none();
-        if first || !needs_fault {
-            out.kind = Some(kind);
-            out.needs_fault = Some(needs_fault);
-            out.minimized_steps = Some(steps);
-        }
-        if !needs_fault {
-            out.fault_free_seconds = Some(out.seconds);
-            break;
-        }
+    let p = fuzz_process(
+        target,
+        variant,
+        seed,
+        cap,
+        &corpus,
+        dir.path(),
+        stop,
+        Mode2::First,
+    )?;
+    out.seconds = p.seconds;
+    out.executions = p.executions;
+    out.exec_per_sec = p.executions as f64 / p.seconds;
+    let Some(bytes) = p.crash else {
+        return Ok(out);
+    };
+    out.crashes = 1;
+    out.crash_seconds = Some(p.seconds);
+    let Some((kind, needs_fault, steps)) = triage_crash(&bytes, variant) else {
+        // A crash that replays to no violation: shown as it is.
+        out.kind = Some("unreproduced".to_string());
+        return Ok(out);
+    };
+    (out.kind, out.needs_fault, out.minimized_steps) = (Some(kind), Some(needs_fault), Some(steps));
+    if !needs_fault {
+        out.fault_free_seconds = Some(p.seconds);
+        return Ok(out);
+    }
+    let left = (cfg.cap.as_secs_f64() - p.seconds).floor() as u64;
+    if left == 0 {
+        return Ok(out);
+    }
+    let found: std::rc::Rc<std::cell::RefCell<Onwards>> = Default::default();
+    let seen = std::rc::Rc::clone(&found);
+    let q = fuzz_process(
+        target,
+        variant,
+        seed + 1000,
+        left,
+        &corpus,
+        dir.path(),
+        stop,
+        Mode2::Onwards(Box::new(move |bytes, at| {
+            let mut seen = seen.borrow_mut();
+            seen.crashes += 1;
+            match triage_crash(bytes, variant) {
+                Some((kind, false, steps)) => {
+                    seen.fault_free = Some((kind, steps, at));
+                    true
+                }
+                _ => false,
+            }
+        })),
+    )?;
+    out.seconds += q.seconds;
+    out.executions += q.executions;
+    let onwards = std::mem::take(&mut *found.borrow_mut());
+    out.crashes += onwards.crashes;
+    if let Some((kind, steps, at)) = onwards.fault_free {
+        out.fault_free_seconds = Some(p.seconds + at);
+        (out.kind, out.needs_fault, out.minimized_steps) = (Some(kind), Some(false), Some(steps));
     }
     Ok(out)
 }
@@ -814,11 +952,7 @@ pub fn fuzz_bench(target: &FuzzTarget, cfg: &FuzzBenchConfig) -> anyhow::Result<
                     .filter_map(|r| r.minimized_steps.map(|s| s as f64))
                     .collect(),
             ),
-            exec_per_sec: Spread::of(
-                runs.iter()
-                    .map(|r| r.executions as f64 / r.seconds.max(1e-9))
-                    .collect(),
-            ),
+            exec_per_sec: Spread::of(runs.iter().map(|r| r.exec_per_sec).collect()),
             kinds,
             runs,
         });
@@ -829,15 +963,14 @@ pub fn fuzz_bench(target: &FuzzTarget, cfg: &FuzzBenchConfig) -> anyhow::Result<
         build: target.build.clone(),
         seeds: cfg.seeds,
         cap_seconds: cfg.cap.as_secs_f64(),
-        witnesses: cfg.witnesses,
         detect,
     })
 }
 
 pub fn fuzz_table(f: &FuzzBench) -> String {
     let mut out = format!(
-        "\ncargo fuzz, {} target, from an empty corpus ({}; then the binary with -seed=1..{} -max_total_time, cap {:.0}s a seed; a crash that needs an injected fault restarts libFuzzer on its grown corpus, up to {} crashes):\n",
-        f.target, f.build, f.seeds, f.cap_seconds, f.witnesses
+        "\ncargo fuzz, {} target, from an empty corpus ({}, then the binary with -seed=1..{}; at most {:.0}s a seed; after a first crash that needs an injected fault, -fork=1 -ignore_crashes=1 on the corpus it grew, for one that needs none):\n",
+        f.target, f.build, f.seeds, f.cap_seconds
     );
     let s = |x: Option<f64>| x.map_or(format!(">{:.0}", f.cap_seconds), |t| format!("{t:.2}"));
     out.push_str(&format!(
@@ -859,8 +992,8 @@ pub fn fuzz_table(f: &FuzzBench) -> String {
             d.found,
             d.seeds,
             s(d.median_seconds),
-            if d.crashed == 0 {
-                "-".to_string()
+            if d.crashed < d.seeds {
+                format!(">{:.0}", f.cap_seconds)
             } else {
                 format!("{:.2}", d.seconds.max)
             },
@@ -877,10 +1010,9 @@ pub fn fuzz_table(f: &FuzzBench) -> String {
             }
         ));
     }
-    out.push_str(&format!(
-        "(found: seeds whose first crash is the variant's expected kind; median s: to the first crash, a seed with none counting as slower than the cap; no fault: seeds that reached a crash whose minimized script needs no injected fault, and the median s to it, - when half or more did not within {} crashes or the cap; exec/s: executions over wall time)\n",
-        f.witnesses
-    ));
+    out.push_str(
+        "(found: seeds whose first crash is the variant's expected kind; median s: to the first crash, a seed with none counting as slower than the cap; no fault: seeds that reached a crash whose minimized script needs no injected fault, and the median s to it, - when half or more did not; minimized: step lines of the kept crash's minimized script; exec/s: of the plain run, over its wall time)\n",
+    );
     out
 }
 

@@ -551,7 +551,6 @@ fn main() -> ExitCode {
                 },
                 seeds: fuzz_seeds as usize,
                 cap: fuzz_cap,
-                witnesses: 8,
             });
             bench_cmd(
                 json,
