@@ -987,7 +987,7 @@ pub fn fuzz_table(f: &FuzzBench) -> String {
     ));
     for d in &f.detect {
         out.push_str(&format!(
-            "{:<14} {:>3}/{:<3} {:>10} {:>9} {:>6}/{:<3} {:>10} {:>10.0} {:>10.0}  {}\n",
+            "{:<14} {:>3}/{:<3} {:>10} {:>9} {:>6}/{:<3} {:>10} {:>10} {:>10.0}  {}\n",
             d.variant,
             d.found,
             d.seeds,
@@ -1001,7 +1001,11 @@ pub fn fuzz_table(f: &FuzzBench) -> String {
             d.seeds,
             d.median_fault_free_seconds
                 .map_or("-".to_string(), |t| format!("{t:.2}")),
-            d.minimized_steps.median,
+            if d.crashed == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0}", d.minimized_steps.median)
+            },
             d.exec_per_sec.median,
             if d.kinds.is_empty() {
                 "none".to_string()
