@@ -139,7 +139,9 @@ enum Command {
     /// The performance table: search throughput, time to detect each bug
     /// variant over 20 seeds, minimized size, engine replay speed (of
     /// corpus/scripts/btrfs-078-like.scn, so run it from the repository).
-    /// Exit 0, or 2 on invalid arguments.
+    /// With --cargo-fuzz, also libFuzzer's time to each bug variant.
+    /// Exit 0, or 2 on invalid arguments or when --cargo-fuzz cannot build
+    /// or run the fuzz target (the message says what to install).
     Bench {
         /// Print the table as JSON.
         #[arg(long)]
@@ -153,6 +155,27 @@ enum Command {
         /// Cases each seed may take to find a bug variant's bug (at least 1).
         #[arg(long, default_value_t = BUG_CAP_CASES, value_parser = clap::value_parser!(u64).range(1..))]
         cap_cases: u64,
+        /// Also time `cargo fuzz` on the `scenario` target from an empty
+        /// corpus for each bug variant: built once (`cargo fuzz build -s
+        /// none scenario`, from the repository root; needs cargo-fuzz),
+        /// then run with -seed=1..N; the median time to the first crash,
+        /// whether it needs an injected fault, exec/s.
+        #[arg(long)]
+        cargo_fuzz: bool,
+        /// Only the --cargo-fuzz figures (implies --cargo-fuzz).
+        #[arg(long)]
+        only_cargo_fuzz: bool,
+        /// libFuzzer seeds per variant for --cargo-fuzz (at least 1).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        fuzz_seeds: u64,
+        /// Fuzzing time a seed may take for --cargo-fuzz, e.g. 60s, 5m
+        /// (whole seconds, at least 1s).
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        fuzz_cap: Duration,
+        /// Variants for --cargo-fuzz, comma-separated [default: every bug
+        /// variant].
+        #[arg(long, value_delimiter = ',', value_parser = parse_variant)]
+        fuzz_variants: Vec<Variant>,
     },
     /// A nightly campaign: `cargo fuzz` over the targets, new inputs merged
     /// (add-only) into a working corpus under OUT, crashes minimized,
@@ -528,7 +551,30 @@ fn main() -> ExitCode {
             rounds,
             seeds,
             cap_cases,
-        } => bench_cmd(json, rounds as usize, seeds as usize, cap_cases),
+            cargo_fuzz,
+            only_cargo_fuzz,
+            fuzz_seeds,
+            fuzz_cap,
+            fuzz_variants,
+        } => {
+            let fuzz = (cargo_fuzz || only_cargo_fuzz).then(|| bgfuzz::bench::FuzzBenchConfig {
+                variants: if fuzz_variants.is_empty() {
+                    Variant::BUGS.to_vec()
+                } else {
+                    fuzz_variants
+                },
+                seeds: fuzz_seeds as usize,
+                cap: fuzz_cap,
+            });
+            bench_cmd(
+                json,
+                rounds as usize,
+                seeds as usize,
+                cap_cases,
+                fuzz,
+                only_cargo_fuzz,
+            )
+        }
         Command::Campaign {
             targets,
             time,
@@ -1249,7 +1295,45 @@ const OPERATIONS: [(&str, &str); 12] = [
     ),
 ];
 
-fn bench_cmd(json: bool, rounds: usize, seeds: usize, cap_cases: u64) -> anyhow::Result<ExitCode> {
+fn bench_cmd(
+    json: bool,
+    rounds: usize,
+    seeds: usize,
+    cap_cases: u64,
+    fuzz: Option<bgfuzz::bench::FuzzBenchConfig>,
+    only_fuzz: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(cfg) = &fuzz {
+        if cfg.cap < Duration::from_secs(1) {
+            return Err(Invalid(
+                "--fuzz-cap: at least 1s (libFuzzer's -max_total_time is in whole seconds)".into(),
+            )
+            .into());
+        }
+    }
+    // Build before any figure is taken, so a missing cargo-fuzz fails at once.
+    let target = match &fuzz {
+        Some(_) => Some(bgfuzz::bench::prepare_cargo_fuzz(Path::new("."))?),
+        None => None,
+    };
+    let run_fuzz = || -> anyhow::Result<Option<bgfuzz::bench::FuzzBench>> {
+        match (&target, &fuzz) {
+            (Some(t), Some(cfg)) => Ok(Some(bgfuzz::bench::fuzz_bench(t, cfg)?)),
+            _ => Ok(None),
+        }
+    };
+    if only_fuzz {
+        let f = run_fuzz()?.expect("--only-cargo-fuzz implies --cargo-fuzz");
+        if json {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "cargo_fuzz": f }))?
+            );
+        } else {
+            out!("{}", bgfuzz::bench::fuzz_table(&f));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     const REPLAY: &str = "corpus/scripts/btrfs-078-like.scn";
     let replay = match std::fs::read(REPLAY).map(|b| Scenario::parse(&b)) {
         Ok(Ok(s)) => Some((REPLAY.to_string(), s)),
@@ -1271,10 +1355,15 @@ fn bench_cmd(json: bool, rounds: usize, seeds: usize, cap_cases: u64) -> anyhow:
         cap_cases,
         replay_script: replay,
     });
+    let mut b = b;
+    b.cargo_fuzz = run_fuzz()?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&b)?);
     } else {
         out!("{}", bgfuzz::bench::table(&b));
+        if let Some(f) = &b.cargo_fuzz {
+            out!("{}", bgfuzz::bench::fuzz_table(f));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
