@@ -70,3 +70,29 @@ fn the_scenario_target_panics_on_a_violation() {
             .unwrap();
     targets::scenario(&s, Variant::BUG_FF1F8250);
 }
+
+/// The scenario target's state feedback reaches the abstract states of
+/// e44081ef's race one milestone at a time: a commit in its critical
+/// section while an endio worker's JOIN_NOLOCK handle holds a pending bg.
+#[test]
+fn state_feedback_sees_the_e44081ef_milestones() {
+    use bgfuzz::run::{run_observed, Mode};
+    use bgfuzz::scenario::Scenario;
+    use bgfuzz::targets::abstract_state;
+    use bgfuzz::variant::Variant;
+    let s = Scenario::parse(&std::fs::read("corpus/scripts/zoo/bug-e44081ef.scn").unwrap())
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let v = Variant::parse("bug-e44081ef").unwrap();
+    run_observed(&s, v, v.patches(), Mode::Strict, &mut |e, _| {
+        seen.insert(abstract_state(e));
+    })
+    .unwrap();
+    // Critical section (3), worker holds a handle (bit 3) with a pending
+    // bg (bit 4).
+    assert!(seen.iter().any(|&x| x & 3 == 3 && x & 0b1_1000 == 0b1_1000), "{seen:?}");
+    // A dirty bg with no item (bit 5) before the abort (bit 7).
+    assert!(seen.iter().any(|&x| x & 0b10_0000 != 0 && x & 0x80 == 0), "{seen:?}");
+    assert!(seen.iter().any(|&x| x & 0x80 != 0), "{seen:?}");
+    assert!(seen.len() >= 6, "{seen:?}");
+}
