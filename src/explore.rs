@@ -245,14 +245,15 @@ impl Bounds {
             ]);
             b.faults = Some(DEFAULT_FAULTS);
         }
-        // 4fbcdf669454: three chunk allocations pass one system-space
-        // check (a 640K system chunk under `chunk_cost`) before any phase 2.
+        // 4fbcdf669454: a chunk allocation passes the system-space check
+        // (a 1M system chunk under `chunk_cost`), then something else takes
+        // that space before its phase 2 (here a system allocation; other
+        // handles' phase 2s do the same with more steps).
         if variant.bug_patch() == Some(bgfuzz_engine::F4FBCDF669454) {
             b.config.mount.chunk_cost = true;
-            b.config.chunk_size[Kind::System.index()] = 640 * 1024;
+            b.config.chunk_size[Kind::System.index()] = SZ_1M;
             b.config.device_size = 200 * SZ_1M;
-            b.ops = 5;
-            b.alphabet = letters(&["start", "alloc data 16M", "end"]);
+            b.alphabet = letters(&["start", "alloc data 16M", "alloc system 1M", "end"]);
         }
         // 2e6e518335f8: a phase 1 stopped halfway (`mount fitrim`) and a
         // trim walking the cache tree.

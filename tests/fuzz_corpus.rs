@@ -80,8 +80,8 @@ fn state_feedback_sees_the_e44081ef_milestones() {
     use bgfuzz::scenario::Scenario;
     use bgfuzz::targets::abstract_state;
     use bgfuzz::variant::Variant;
-    let s = Scenario::parse(&std::fs::read("corpus/scripts/zoo/bug-e44081ef.scn").unwrap())
-        .unwrap();
+    let s =
+        Scenario::parse(&std::fs::read("corpus/scripts/zoo/bug-e44081ef.scn").unwrap()).unwrap();
     let mut seen = std::collections::BTreeSet::new();
     let v = Variant::parse("bug-e44081ef").unwrap();
     run_observed(&s, v, v.patches(), Mode::Strict, &mut |e, _| {
@@ -90,9 +90,15 @@ fn state_feedback_sees_the_e44081ef_milestones() {
     .unwrap();
     // Critical section (3), worker holds a handle (bit 3) with a pending
     // bg (bit 4).
-    assert!(seen.iter().any(|&x| x & 3 == 3 && x & 0b1_1000 == 0b1_1000), "{seen:?}");
+    assert!(
+        seen.iter().any(|&x| x & 3 == 3 && x & 0b1_1000 == 0b1_1000),
+        "{seen:?}"
+    );
     // A dirty bg with no item (bit 5) before the abort (bit 7).
-    assert!(seen.iter().any(|&x| x & 0b10_0000 != 0 && x & 0x80 == 0), "{seen:?}");
+    assert!(
+        seen.iter().any(|&x| x & 0b10_0000 != 0 && x & 0x80 == 0),
+        "{seen:?}"
+    );
     assert!(seen.iter().any(|&x| x & 0x80 != 0), "{seen:?}");
     assert!(seen.len() >= 6, "{seen:?}");
 }
