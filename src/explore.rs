@@ -178,11 +178,14 @@ impl Bounds {
         }
         if variant.bug_patch() == Some(bgfuzz_engine::F675DFE1223A6) {
             // The stale item needs a new bg's extents freed (and their
-            // refs run) between phase 2 and the commit.
+            // refs run) between phase 2 and the commit. Balance of the
+            // empty mkfs data bg (at 25M) makes the next alloc create one
+            // in a step fewer than filling it; one task needs 7 ops.
+            b.ops = 7;
             b.alphabet = letters(&[
                 "start",
-                "alloc data 16M",
                 "alloc data 4K",
+                "relocate 25M",
                 "run_delayed_refs",
                 "free",
                 "end",
