@@ -774,15 +774,7 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                     for (i, letter) in self.bounds.alphabet.iter().enumerate() {
                         let needs_handle = match letter {
                             Letter::FreeAny => true,
-                            Letter::Op(op) => !matches!(
-                                op,
-                                Op::Start
-                                    | Op::Join
-                                    | Op::DeleteUnused
-                                    | Op::Endio
-                                    | Op::Relocate { .. }
-                                    | Op::Trim
-                            ),
+                            Letter::Op(op) => op.needs_handle(),
                         };
                         if needs_handle != has_handle {
                             continue;

@@ -264,7 +264,7 @@ impl Runner<'_> {
                     // Loose: an operation that needs a handle on a task
                     // without one begins `start` first.
                     if self.mode == Mode::Loose
-                        && needs_handle(op)
+                        && op.needs_handle()
                         && self.engine.handle(t).is_none()
                     {
                         self.take_step(t, Action::Begin(Op::Start), false, step.line)?;
@@ -336,7 +336,7 @@ impl Runner<'_> {
         let t = step.task;
         let what = crate::scenario::step_text(step);
         match self.engine.handle(t) {
-            None if needs_handle(op) => self.script_error(
+            None if op.needs_handle() => self.script_error(
                 step.line,
                 format!(
                     "`{what}`: task {} holds no transaction handle (begin one with `{}: start` or `{}: join`)",
@@ -345,7 +345,7 @@ impl Runner<'_> {
                     task_name(t)
                 ),
             ),
-            Some(h) if matches!(op, Op::Start | Op::Join | Op::DeleteUnused | Op::Endio | Op::Relocate { .. } | Op::Trim) => self.script_error(
+            Some(h) if !op.needs_handle() => self.script_error(
                 step.line,
                 format!(
                     "`{what}`: task {} already holds a handle on transaction {}{} (end it first with `{}: end`)",
@@ -374,16 +374,7 @@ impl Runner<'_> {
         }
         let has_handle = self.engine.handle(t).is_some();
         match op {
-            Op::Start
-            | Op::Join
-            | Op::DeleteUnused
-            | Op::Endio
-            | Op::Relocate { .. }
-            | Op::Trim
-                if has_handle =>
-            {
-                None
-            }
+            _ if has_handle && !op.needs_handle() => None,
             Op::Endio if !self.engine.io_to_complete() => None,
             Op::Free { extent }
                 if self.engine.extent(extent).is_some_and(|e| {
@@ -533,13 +524,6 @@ impl Runner<'_> {
 const MAX_DRAIN_STEPS: u64 = 100_000;
 
 /// Operations that return EINVAL without a handle.
-fn needs_handle(op: Op) -> bool {
-    matches!(
-        op,
-        Op::Alloc { .. } | Op::Free { .. } | Op::RunDelayedRefs | Op::End | Op::Commit
-    )
-}
-
 fn usage_message(e: &UsageError) -> String {
     match e {
         UsageError::NoSuchExtent(x) => format!("`free {x}`: extent {x} does not exist yet"),

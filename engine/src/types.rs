@@ -575,6 +575,19 @@ pub enum Op {
     Trim,
 }
 
+impl Op {
+    /// Whether the op runs on the task's transaction handle. Every other
+    /// op (`start`, `join`, and the kernel threads and ioctls: the cleaner,
+    /// an endio worker, balance, FITRIM) must run on a task that holds
+    /// none.
+    pub fn needs_handle(self) -> bool {
+        matches!(
+            self,
+            Op::Alloc { .. } | Op::Free { .. } | Op::RunDelayedRefs | Op::End | Op::Commit
+        )
+    }
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
