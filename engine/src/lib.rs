@@ -354,10 +354,12 @@ impl Engine {
         let einval = || Ok(StepOutcome::Finished(Err(Error::model(Errno::EINVAL))));
         let erofs = || Ok(StepOutcome::Finished(Err(Error::model(Errno::EROFS))));
         let pc = match op {
-            Op::Start | Op::Join if has_handle => return einval(),
+            // A second handle, and the kernel threads and ioctls (the
+            // cleaner, an endio worker, balance, FITRIM), which take their
+            // own or none: not on a task that holds one.
+            op if has_handle && !op.needs_handle() => return einval(),
             Op::Start => Pc::Start(TransType::Start),
             Op::Join => Pc::Start(TransType::Join),
-            Op::DeleteUnused if has_handle => return einval(),
             Op::DeleteUnused if self.fs_error => return erofs(),
             Op::DeleteUnused => Pc::DeleteUnused(DelPc {
                 current: None,
@@ -421,16 +423,10 @@ impl Engine {
             Op::RunDelayedRefs => Pc::RunRefs { count: 0 },
             Op::End => Pc::End { started: false },
             Op::Commit => Pc::Commit(CommitPc::Begin),
-            // The endio worker is a kernel thread of its own: a task that
-            // holds a handle cannot be one.
-            Op::Endio if has_handle => return einval(),
             Op::Endio => match self.claim_cache_io(task) {
                 Some(pc) => Pc::Endio(pc),
                 None => return Ok(StepOutcome::Finished(Ok(Done::NoIo))),
             },
-            // Balance is an ioctl that starts its own transactions: a task
-            // holding a handle cannot run it.
-            Op::Relocate { .. } if has_handle => return einval(),
             // btrfs_ioctl_balance: `if
             // (atomic_xchg(&fs_info->mutually_exclusive_operation_running,
             // 1))` ... `ret = -EINPROGRESS`: one balance at a time.
@@ -443,8 +439,6 @@ impl Engine {
                 return Ok(StepOutcome::Finished(Err(Error::model(Errno::EINPROGRESS))))
             }
             Op::Relocate { start } => Pc::Relocate(RelocPc::Lock { start }),
-            // FITRIM is an ioctl with no transaction handle of its own.
-            Op::Trim if has_handle => return einval(),
             Op::Trim => Pc::Trim { cursor: 0 },
         };
         self.tasks[task].pc = Some(pc);
