@@ -106,3 +106,33 @@ fn failpoints_do_not_leak_between_parallel_runs() {
         }
     });
 }
+
+/// Every bug variant but the seed race (`corpus/scripts/seed-race.scn`) has
+/// a zoo script that shows its bug under its own variant, passes under
+/// `fixed`, and says what `v4.1` gives.
+#[test]
+fn every_bug_variant_has_a_zoo_script() {
+    for v in Variant::BUGS {
+        if v.name() == "bug-ff1f8250" {
+            continue;
+        }
+        let path = PathBuf::from(format!("corpus/scripts/zoo/{}.scn", v.name()));
+        let s = Scenario::parse(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap();
+        let expects = |name: &str| s.expects.iter().any(|e| e.variant.name() == name);
+        assert!(
+            expects("fixed") && expects("v4.1") && expects(v.name()),
+            "{}",
+            path.display()
+        );
+        let r = run(&s, v, Mode::Strict).unwrap();
+        assert_eq!(
+            r.violation.map(|x| x.finding.kind.name()),
+            v.expected_violation(),
+            "{}",
+            path.display()
+        );
+    }
+}
