@@ -6,14 +6,16 @@
 //! writeouts of dirty bgs (`btrfs_start_dirty_block_groups` outside the
 //! critical section, `btrfs_write_dirty_block_groups` inside it, both through
 //! `write_one_cache_group`), the cleaner's `btrfs_delete_unused_bgs` and
-//! `btrfs_remove_block_group`, and the bg refcount
-//! (`btrfs_get_block_group` / `btrfs_put_block_group`).
+//! `btrfs_remove_block_group`, FITRIM's `btrfs_trim_fs`, and the bg
+//! refcount (`btrfs_get_block_group` / `btrfs_put_block_group`).
 //!
 //! Modelled: the `new_bgs`, `dirty_bgs` and `unused_bgs` lists and the refs
 //! each holds, `used` / `reserved` / `bytes_readonly` per bg and
-//! space_info, the bg and extent items, `check_system_chunk`, and
-//! `set_block_group_ro`'s space check in the cleaner. The free-space cache
-//! calls of both writeouts are in free_space_cache.rs. Left out: space
+//! space_info, the bg and extent items, `check_system_chunk` (and under
+//! `mount chunk_cost` the chunk tree's system space and
+//! `chunk_block_rsv`), phase 1's halfway point under `mount fitrim`, and
+//! `set_block_group_ro`'s space check. The free-space cache calls of both
+//! writeouts are in free_space_cache.rs. Left out: other space
 //! reservations and flushing, pinned extents, caching threads; free space
 //! is an in-memory first-fit map. See docs/model.md.
 //!
@@ -22,7 +24,10 @@
 //! `extent_tree_lookup` (`write_one_cache_group`'s `btrfs_search_slot`
 //! fails).
 //!
-//! Patches here: ff1f8250a9e4, in `btrfs_start_dirty_block_groups`.
+//! Patches here: ff1f8250a9e4 and acaeedb193a5 (`btrfs_start_dirty_block_groups`),
+//! e44081ef6118 (`btrfs_write_dirty_block_groups`), 7248e0cebbef and
+//! 675dfe1223a6 (`commit_used`), e33e17ee1098 and 67c5e7d464bc (the
+//! cleaner), 2e6e518335f8 (phase 1), 4fbcdf669454 (`check_system_chunk`).
 
 use std::collections::BTreeMap;
 
@@ -34,7 +39,7 @@ use crate::{
     ACAEEDB193A5, E33E17EE1098, E44081EF6118, F2E6E518335F8, F675DFE1223A6, F67C5E7D464BC,
     F7248E0CEBBE, FF1F8250, FIRST_CHUNK_TREE_OBJECTID, SZ_1M,
 };
-use crate::{Handle, CHUNK_ITEM_COST, F4FBCDF669454};
+use crate::{CHUNK_ITEM_COST, F4FBCDF669454};
 
 /// `get_system_chunk_thresh` for a single device:
 /// `btrfs_calc_trans_metadata_size(root, num_dev + 1)` =
@@ -179,10 +184,6 @@ impl Engine {
             dirty_list: DirtyList::None,
             bg_list: BgList::None,
             on_io_list: false,
-            // 2e6e518335f8: `cache->space_info =
-            // btrfs_find_space_info(...)` before the insert. v4.1 sets it
-            // in update_space_info, after.
-            has_space_info: self.applied(F2E6E518335F8),
             linked: false,
             created_transid: transid,
             dev_offset: place.dev_offset,
@@ -201,7 +202,6 @@ impl Engine {
     /// &trans->new_bgs)`.
     pub(crate) fn make_block_group_finish(&mut self, id: BgId, task: Option<TaskId>) {
         let bg = self.bgm(id);
-        bg.has_space_info = true;
         bg.linked = true;
         if let Some(t) = task {
             bg.bg_list = BgList::NewBgs(t);
@@ -380,23 +380,22 @@ impl Engine {
     /// fs/btrfs/extent-tree.c, `check_system_chunk`: when the system
     /// space_info has less than [`SYSTEM_CHUNK_THRESH`] left for the chunk
     /// tree update, allocate a system chunk first (its result ignored, as
-    /// in v4.1): a second pending bg on the same handle. Returns it, or
-    /// `Err` when that allocation failed (ENOSPC). With 4fbcdf669454 the
-    /// threshold is then reserved ([`Engine::reserve_chunk_metadata`]),
-    /// here or, for a system chunk stopped halfway, once its phase 1 ends.
-    fn check_system_chunk(&mut self, task: TaskId, transid: u64) -> Result<Option<BgId>, ()> {
+    /// in v4.1): a second pending bg on the same handle, returned. With
+    /// 4fbcdf669454 the threshold is then reserved
+    /// ([`Engine::reserve_chunk_metadata`]), here or, for a system chunk
+    /// stopped halfway, once its phase 1 ends; not after a failed
+    /// allocation (`if (!ret)`).
+    fn check_system_chunk(&mut self, task: TaskId, transid: u64) -> Option<BgId> {
         if self.system_left() >= SYSTEM_CHUNK_THRESH {
             self.reserve_chunk_metadata(task);
-            return Ok(None);
+            return None;
         }
-        let Some(bg) = self.btrfs_make_block_group(Kind::System, transid, Some(task)) else {
-            return Err(());
-        };
+        let bg = self.btrfs_make_block_group(Kind::System, transid, Some(task))?;
         self.events.push(Event::SystemChunkForced { bg });
         if self.bg(bg).linked {
             self.reserve_chunk_metadata(task);
         }
-        Ok(Some(bg))
+        Some(bg)
     }
 
     /// 4fbcdf669454's tail of `check_system_chunk`, under `mount
@@ -441,12 +440,6 @@ impl Engine {
         Ok(())
     }
 
-    /// fs/btrfs/transaction.c, `btrfs_trans_release_chunk_metadata`
-    /// (4fbcdf669454): what the handle reserved and did not use goes back.
-    pub(crate) fn btrfs_trans_release_chunk_metadata(&mut self, h: &Handle) {
-        self.space_info[Kind::System.index()].bytes_may_use -= h.chunk_bytes_reserved;
-    }
-
     /// fs/btrfs/extent-tree.c, `do_chunk_alloc`: `check_system_chunk`,
     /// then phase 1 of a new bg. ENOSPC is returned to the caller without
     /// an abort; any other error (the `bg_create` failpoint) aborts.
@@ -463,7 +456,7 @@ impl Engine {
             }
             return Err(err);
         }
-        if let Ok(Some(sys)) = self.check_system_chunk(task, transid) {
+        if let Some(sys) = self.check_system_chunk(task, transid) {
             if !self.bg(sys).linked {
                 return Ok(Some(HalfMade {
                     bg: sys,
@@ -471,12 +464,12 @@ impl Engine {
                 }));
             }
         }
-        self.btrfs_alloc_chunk_bg(task, kind, transid)
+        self.make_chunk_bg(task, kind, transid)
     }
 
     /// `btrfs_alloc_chunk`'s call of `btrfs_make_block_group`, as
     /// `do_chunk_alloc` makes it for `kind`.
-    fn btrfs_alloc_chunk_bg(
+    fn make_chunk_bg(
         &mut self,
         task: TaskId,
         kind: Kind,
@@ -507,7 +500,7 @@ impl Engine {
             if let Some(k) = h.then {
                 // check_system_chunk's system chunk is whole: reserve.
                 self.reserve_chunk_metadata(task);
-                match self.btrfs_alloc_chunk_bg(task, k, transid) {
+                match self.make_chunk_bg(task, k, transid) {
                     Err(err) => return self.fail_alloc(ext, err),
                     Ok(Some(h)) => {
                         return Stepped::Yielded(Pc::Alloc(AllocPc { half: Some(h), ..a }))
@@ -547,6 +540,14 @@ impl Engine {
         }
     }
 
+    /// Whether the bg's `->space_info` is set: once phase 1 has linked it
+    /// (v4.1's `update_space_info` sets it), and from the cache-tree insert
+    /// on with 2e6e518335f8 (`cache->space_info =
+    /// btrfs_find_space_info(...)` before `btrfs_add_block_group_cache`).
+    fn has_space_info(&self, id: BgId) -> bool {
+        self.bg(id).linked || self.applied(F2E6E518335F8)
+    }
+
     /// The `trim` operation: fs/btrfs/extent-tree.c, `btrfs_trim_fs`, one
     /// bg per step. It walks the cache tree
     /// (`btrfs_lookup_first_block_group`, then `next_block_group` from the
@@ -559,8 +560,7 @@ impl Engine {
         let Some((_, &id)) = self.cache_tree.range(cursor..).next() else {
             return Stepped::Finished(Ok(Done::Trimmed));
         };
-        let bg = self.bg(id);
-        if !bg.has_space_info && !bg.free_space.is_empty() {
+        if !self.has_space_info(id) && !self.bg(id).free_space.is_empty() {
             self.events.push(Event::NullSpaceInfo {
                 bg: id,
                 site: "do_trimming",

@@ -346,7 +346,6 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         dirty_list,
         bg_list,
         on_io_list,
-        has_space_info,
         linked,
         created_transid,
         dev_offset,
@@ -370,8 +369,7 @@ fn hash_bg(bg: &BlockGroup, rename: &[TaskId; MAX_TASKS], h: &mut FpHasher) {
         | u64::from(*freed) << 2
         | u64::from(*on_io_list) << 3
         | (kind.index() as u64) << 4
-        | u64::from(*has_space_info) << 6
-        | u64::from(*linked) << 7
+        | u64::from(*linked) << 6
         | list << 8
         | u64::from(id.0) << 32;
     for w in [flags, *start, *len, *used, *reserved, *refs as u64] {

@@ -3,7 +3,8 @@
 //! (`__btrfs_end_transaction`), the commit (`btrfs_commit_transaction`),
 //! `cleanup_transaction`, and the waits between them
 //! (`wait_current_trans`, `wait_for_commit`, the extwriter and writer
-//! waits). Also `__btrfs_abort_transaction`, which v4.1 keeps in super.c.
+//! waits), and 4fbcdf669454's `btrfs_trans_release_chunk_metadata`. Also
+//! `__btrfs_abort_transaction`, which v4.1 keeps in super.c.
 //!
 //! Modelled: the transaction states and which handle types each blocks,
 //! `num_writers` / `num_extwriters`, the commit's order of work around its
@@ -20,8 +21,8 @@
 
 use crate::extent_tree::{CriticalStep, DirtyStep, STACK_START_DIRTY, SYSTEM_CHUNK_THRESH};
 use crate::{
-    AbortInfo, BgId, BgList, Done, Engine, Errno, Error, Event, Handle, Pc, Site, Stepped, TaskId,
-    TransState, TransType, Transaction, Wait, F7785A663C4BE, FIRST_TRANSID,
+    AbortInfo, BgId, BgList, Done, Engine, Errno, Error, Event, Handle, Kind, Pc, Site, Stepped,
+    TaskId, TransState, TransType, Transaction, Wait, F7785A663C4BE, FIRST_TRANSID,
 };
 use std::collections::VecDeque;
 
@@ -186,6 +187,12 @@ impl Engine {
             Ok(Err(e)) => Stepped::Finished(Err(e)),
             Err(w) => Stepped::Blocked(Pc::Start(ty), w),
         }
+    }
+
+    /// fs/btrfs/transaction.c, `btrfs_trans_release_chunk_metadata`
+    /// (4fbcdf669454): what the handle reserved and did not use goes back.
+    pub(crate) fn btrfs_trans_release_chunk_metadata(&mut self, h: &Handle) {
+        self.space_info[Kind::System.index()].bytes_may_use -= h.chunk_bytes_reserved;
     }
 
     /// The tail of fs/btrfs/transaction.c, `__btrfs_end_transaction`: drop

@@ -293,10 +293,6 @@ pub struct BlockGroup {
     /// On its transaction's `io_bgs` (`io_list` not empty): its cache IO
     /// was started, and this list holds the ref `dirty_list` held.
     pub on_io_list: bool,
-    /// `->space_info` is set. v4.1's phase 1 sets it in
-    /// `update_space_info`, after the bg went into the cache tree
-    /// (2e6e518335f8 sets it before).
-    pub has_space_info: bool,
     /// On its space_info's `block_groups` list (`__link_block_group`),
     /// where `find_free_extent` looks: the end of phase 1.
     pub linked: bool,
