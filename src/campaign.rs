@@ -358,8 +358,7 @@ fn cargo_fuzz(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     writeln!(logf, "$ cargo fuzz {}", args.join(" "))?;
-    let mut child = cmd
-        .spawn()
+    let mut child = crate::interrupt::spawn(&mut cmd)
         .context("running `cargo fuzz` (install it: cargo install cargo-fuzz --locked)")?;
     let fuzzing = args.iter().any(|a| a.starts_with("-fork="));
     let mut progress = Progress::new(label, what, fuzzing);
@@ -974,24 +973,29 @@ fn coverage(
         .join(format!("fuzz/coverage/{target}/coverage.profdata"));
     let html = work.join("coverage");
     let ignore = "--ignore-filename-regex=(\\.cargo/registry|/rustc/)";
-    let status = Command::new(&llvm_cov)
-        .arg("show")
-        .arg(&bin)
-        .arg(format!("-instr-profile={}", profdata.display()))
-        .args(["-format=html", ignore])
-        .arg(format!("-output-dir={}", html.display()))
-        .status()
-        .with_context(|| format!("running {}", llvm_cov.display()))?;
+    let status = crate::interrupt::spawn(
+        Command::new(&llvm_cov)
+            .arg("show")
+            .arg(&bin)
+            .arg(format!("-instr-profile={}", profdata.display()))
+            .args(["-format=html", ignore])
+            .arg(format!("-output-dir={}", html.display())),
+    )
+    .and_then(|mut c| Ok(c.wait()?))
+    .with_context(|| format!("running {}", llvm_cov.display()))?;
     if !status.success() {
         bail!("llvm-cov show failed ({status})");
     }
-    let export = Command::new(&llvm_cov)
-        .arg("export")
-        .arg(&bin)
-        .arg(format!("-instr-profile={}", profdata.display()))
-        .args(["-format=text", "-skip-expansions", ignore])
-        .output()
-        .with_context(|| format!("running {}", llvm_cov.display()))?;
+    let export = crate::interrupt::spawn(
+        Command::new(&llvm_cov)
+            .arg("export")
+            .arg(&bin)
+            .arg(format!("-instr-profile={}", profdata.display()))
+            .args(["-format=text", "-skip-expansions", ignore])
+            .stdout(Stdio::piped()),
+    )
+    .and_then(|c| Ok(c.wait_with_output()?))
+    .with_context(|| format!("running {}", llvm_cov.display()))?;
     if !export.status.success() {
         bail!("llvm-cov export failed ({})", export.status);
     }
@@ -1008,6 +1012,7 @@ pub fn campaign(cfg: &CampaignConfig) -> anyhow::Result<CampaignReport> {
     let llvm_tools = preflight(cfg)?;
     let out = abs(&cfg.out)?;
     let _lock = lock_out(&out)?;
+    let _interrupt = crate::interrupt::Guard::install()?;
     let cfg = CampaignConfig {
         out,
         corpus: cfg

@@ -15,6 +15,7 @@ pub mod coverage;
 pub mod explore;
 pub mod generate;
 pub mod html;
+pub mod interrupt;
 pub mod kernel;
 pub mod minimize;
 pub mod oracles;

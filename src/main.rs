@@ -188,7 +188,9 @@ enum Command {
     /// Exit status: 0 no new crash; 1 a new crash; 2 an error: bad
     /// arguments, not in the repository root, llvm-tools missing for
     /// --coverage, OUT in use by another campaign, or a step that failed
-    /// (fuzzing, the corpus merge, coverage: the report says which).
+    /// (fuzzing, the corpus merge, coverage: the report says which);
+    /// 130, 143 or 129 after SIGINT, SIGTERM or SIGHUP, which stop every
+    /// process the campaign started first.
     Campaign {
         /// Fuzz targets to run, comma-separated: scenario, script.
         #[arg(long, value_delimiter = ',', default_value = "scenario,script")]

@@ -177,7 +177,19 @@ fn interrupted_then_resumed(signal: &str) {
         .status()
         .unwrap();
     assert!(kill.success());
-    let _ = child.wait();
+    let status = child.wait().unwrap();
+    if signal == "INT" {
+        // bgfuzz catches it and stops its fuzzers before it exits.
+        assert_eq!(status.code(), Some(130));
+        for p in libfuzzer_temps(dir.path()) {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            let pid = bgfuzz::campaign::libfuzzer_temp_pid(name);
+            assert!(
+                !pid.is_some_and(bgfuzz::campaign::alive),
+                "a libFuzzer outlived the campaign: {p:?}"
+            );
+        }
+    }
     // Let the group's processes finish dying before counting.
     std::thread::sleep(Duration::from_secs(1));
     let dirs = [corpus.join("scenario"), work, new, arts.clone()];
@@ -190,8 +202,8 @@ fn interrupted_then_resumed(signal: &str) {
     // What the killed run's libFuzzer left in the temp dir; the next
     // campaign removes it.
     let left = libfuzzer_temps(dir.path());
-    // A libFuzzer still finishing its SIGINT handling is a live run whose
-    // temp dir must stay: wait for every one to be gone (or a zombie).
+    // After SIGKILL the group's processes die on their own time, and a
+    // live run's temp dir must stay: wait for each to be gone (or a zombie).
     let started = Instant::now();
     while left.iter().any(|p| {
         let name = p.file_name().unwrap().to_str().unwrap();

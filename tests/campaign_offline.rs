@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 /// The stand-in: records its arguments in $FAKE_LOG; `fuzz run` prints two
 /// status lines and writes three inputs into its first corpus directory
-/// (sleeping $FAKE_SLEEP seconds between); `-merge=1` copies the other
+/// (sleeping $FAKE_SLEEP seconds between, and with $FAKE_ORPHAN set,
+/// first waiting on a background `sleep` that ignores SIGINT, its pid in
+/// that file and a fork-mode temp dir in its name); `-merge=1` copies the other
 /// directories' files into the first (or exits $FAKE_MERGE_EXIT);
 /// `fuzz coverage` exits $FAKE_COVERAGE_EXIT.
 const FAKE_CARGO: &str = r##"#!/usr/bin/env bash
@@ -55,6 +57,14 @@ fi
 echo "INFO: Seed: 1" >&2
 echo "#100: cov: 10 ft: 20 corp: 5 exec/s: 0 oom/timeout/crash: 0/0/0 time: 2s job: 1 dft_time: 0" >&2
 for i in 1 2 3; do printf 'new %s %s' "$target" "$i" > "${dirs[0]}/fake-$target-$i"; done
+if [ -n "$FAKE_ORPHAN" ]; then
+  # What libFuzzer's fork-mode parent is to a Ctrl-C: a background job of
+  # a non-interactive shell ignores SIGINT, as system(3)'s caller does.
+  sleep 120 &
+  mkdir -p "$TMPDIR/libFuzzerTemp.FuzzWithFork$!.dir"
+  echo $! > "$FAKE_ORPHAN"
+  wait
+fi
 sleep "${FAKE_SLEEP:-0}"
 echo "#200: cov: 12 ft: 25 corp: 7 exec/s: 0 oom/timeout/crash: 0/0/1 time: 4s job: 2 dft_time: 0" >&2
 exit 0
@@ -398,6 +408,69 @@ fn leftover_libfuzzer_temp_dirs_of_dead_runs_are_removed() {
     assert!(text(&out.stderr).contains("removed 1 libFuzzer temp dir(s)"));
 }
 
+/// Ctrl-C (SIGINT to the whole group) and SIGTERM (to bgfuzz alone) stop
+/// every process the campaign started, including one that ignores SIGINT
+/// and whose parent died first (libFuzzer's fork-mode parent inside
+/// `system`), remove its temp dir, keep every file, and exit 128 + signal.
+#[test]
+fn an_interrupted_campaign_stops_every_process_it_started() {
+    use std::os::unix::process::CommandExt;
+    for (signal, group, code) in [("INT", true, 130), ("TERM", false, 143)] {
+        let f = Fake::new();
+        let pidfile = f.path("orphan.pid");
+        let child = f
+            .campaign(&["--targets", "scenario"])
+            .env("FAKE_ORPHAN", &pidfile)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let orphan: u32 = loop {
+            if let Some(p) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let temp = f
+            .path("tmp")
+            .join(format!("libFuzzerTemp.FuzzWithFork{orphan}.dir"));
+        assert!(temp.exists());
+        let corpus = snapshot(&f.root().join("corpus"));
+        let target = if group {
+            format!("-{}", child.id())
+        } else {
+            child.id().to_string()
+        };
+        let kill = Command::new("bash")
+            .args(["-c", &format!("kill -{signal} -- {target}")])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {err}");
+        assert!(
+            err.contains(&format!("SIG{signal}: stopping the fuzzers")),
+            "{err}"
+        );
+        assert!(
+            !bgfuzz::campaign::alive(orphan),
+            "SIG{signal}: the orphan lives on"
+        );
+        assert!(!temp.exists(), "SIG{signal}: its temp dir is left");
+        assert_eq!(snapshot(&f.root().join("corpus")), corpus);
+        // The next run resumes.
+        let again = f.run(&["--targets", "scenario"], &[]);
+        assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    }
+}
+
 /// Issue 10, item 16: outside the repository, the campaign fails before it
 /// creates anything (it made `./corpus` and `./campaign-out`).
 #[test]
@@ -455,4 +528,8 @@ fn campaign_help_describes_every_argument_and_the_exit_codes() {
         assert!(help.contains(default), "{default}:\n{help}");
     }
     assert!(help.contains("Exit status: 0 no new crash; 1 a new crash; 2 an error"));
+    assert!(
+        help.contains("130, 143 or 129 after SIGINT, SIGTERM or SIGHUP"),
+        "{help}"
+    );
 }
