@@ -241,6 +241,27 @@ impl Shrinker {
         }
     }
 
+    /// `passes`, then the ones every order ends with, until none makes
+    /// progress; then the canonical forms. Bounded: every accepted
+    /// candidate is strictly smaller.
+    fn shrink(&mut self, passes: &[fn(&mut Shrinker) -> bool]) {
+        loop {
+            let mut progress = false;
+            let tail: [fn(&mut Shrinker) -> bool; 3] = [
+                Shrinker::simplify_commits,
+                Shrinker::drop_faults_and_headers,
+                Shrinker::shrink_sizes,
+            ];
+            for pass in passes.iter().chain(tail.iter()) {
+                progress |= pass(self);
+            }
+            if !progress || self.exhausted {
+                break;
+            }
+        }
+        self.canonicalize();
+    }
+
     fn current(&self) -> Scenario {
         self.best.scenario.clone()
     }
@@ -422,6 +443,74 @@ impl Shrinker {
     }
 }
 
+/// Distinct states an exploration around a minimized witness may visit:
+/// a few tenths of a second.
+pub const POLISH_STATES: u64 = 100_000;
+
+/// Greedy shrinking keeps the witness's interleaving, and a shorter
+/// witness of the same bug often needs another one. Explore is
+/// breadth-first: within the witness's own configuration, tasks, operations
+/// per task and alphabet (its operations, `free` of any extent), it returns
+/// the shortest script that shows a violation, if it finds one within
+/// [`POLISH_STATES`]. Kept only if it is this violation's kind.
+fn polish(s: &Scenario, variant: Variant, kind: ViolationKind) -> Option<Run> {
+    use crate::explore::{explore, Bounds, FaultBounds, Letter, Limits, Verdict, MAX_FAULTS};
+    let mut per_task = [0u8; MAX_TASKS];
+    let mut alphabet = Vec::new();
+    for st in &s.steps {
+        let Action::Begin(op) = st.action else {
+            continue;
+        };
+        // The endio worker is free in explore whenever an IO is in flight.
+        if op == Op::Endio {
+            continue;
+        }
+        per_task[st.task] = per_task[st.task].saturating_add(1);
+        let letter = match op {
+            Op::Free { .. } => Letter::FreeAny,
+            op => Letter::Op(op),
+        };
+        if !alphabet.contains(&letter) {
+            alphabet.push(letter);
+        }
+    }
+    let ops = per_task.iter().copied().max().unwrap_or(0);
+    let tasks = per_task.iter().rposition(|&n| n > 0)? + 1;
+    let injected: u32 = s
+        .fails
+        .iter()
+        .flat_map(|p| &p.actions)
+        .filter(|a| matches!(a.task, bgfuzz_failpoints::Task::Return(_)))
+        .map(|a| a.count.unwrap_or(1))
+        .sum();
+    let faults = (injected > 0).then(|| FaultBounds {
+        max: injected.min(u32::from(MAX_FAULTS)) as u8,
+        hits: None,
+    });
+    let bounds = Bounds {
+        variant,
+        tasks,
+        ops,
+        alphabet,
+        config: s.config(),
+        symmetry: true,
+        faults,
+    };
+    let limits = Limits {
+        max_states: Some(POLISH_STATES),
+        ..Limits::default()
+    };
+    let x = explore(&bounds, limits, |_| {}).ok()?;
+    match x.verdict {
+        Verdict::Violation(c) if c.kind == kind => {
+            let mut scenario = c.run.scenario.clone();
+            scenario.expects.clear();
+            run(&scenario, variant, Mode::Loose).ok()
+        }
+        _ => None,
+    }
+}
+
 fn non_data(s: &Scenario) -> usize {
     s.steps
         .iter()
@@ -522,22 +611,7 @@ pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> O
             deadline: budget.deadline,
             exhausted: false,
         };
-        // Bounded: every accepted candidate is strictly smaller.
-        loop {
-            let mut progress = false;
-            let tail: [Pass; 3] = [
-                Shrinker::simplify_commits,
-                Shrinker::drop_faults_and_headers,
-                Shrinker::shrink_sizes,
-            ];
-            for pass in passes.iter().chain(tail.iter()) {
-                progress |= pass(&mut sh);
-            }
-            if !progress || sh.exhausted {
-                break;
-            }
-        }
-        sh.canonicalize();
+        sh.shrink(passes);
         tries += sh.tries;
         steps_left = sh.steps_left;
         exhausted |= sh.exhausted;
@@ -548,7 +622,27 @@ pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> O
             best = Some(sh.best);
         }
     }
-    let best = best.expect("at least one order");
+    let mut best = best.expect("at least one order");
+    if let Some(r) = polish(&best.scenario, variant, kind) {
+        if size(&r.scenario) < size(&best.scenario) {
+            // Explore prints every header and keeps the witness's; drop
+            // what this interleaving does not need.
+            let mut sh = Shrinker {
+                variant,
+                kind,
+                best: r,
+                tries: 0,
+                left: budget.max_tries - tries.min(budget.max_tries),
+                steps_left,
+                deadline: budget.deadline,
+                exhausted: false,
+            };
+            sh.shrink(&[]);
+            tries += sh.tries;
+            exhausted |= sh.exhausted;
+            best = sh.best;
+        }
+    }
     // Tasks renamed A, B, ... unless that changes the run (the drain goes
     // in letter order).
     let mut out = best.scenario.clone();

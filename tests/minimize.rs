@@ -80,3 +80,51 @@ fn a_long_script_stops_at_the_step_budget() {
     let r = run(&a.scenario, Variant::BUG_FF1F8250, Mode::Strict).unwrap();
     assert_eq!(r.violation.map(|v| v.finding.kind), Some(a.kind));
 }
+
+/// A witness greedy shrinking cannot shorten (what `bgfuzz run --variant
+/// bug-7785a663 --seed 7` minimized to before the polish): no single
+/// step, operation or task goes, because the short witness is another
+/// interleaving. The exploration around it finds that one.
+#[test]
+fn the_exploration_around_a_witness_finds_a_shorter_interleaving() {
+    let stuck = "\
+variant bug-7785a663
+mount space_cache discard
+fail extent_tree_lookup 3*off->2*return(ENOENT)
+
+A: start
+A: alloc data 4K
+A: commit
+B: start
+B: free e1
+A: continue
+B: alloc system 4K
+B: end
+B: delete_unused
+C: endio
+C: continue
+B: continue
+A: continue
+A: continue
+A: continue
+B: endio
+B: continue
+A: continue
+A: continue
+B: endio
+A: continue
+A: continue
+";
+    let s = bgfuzz::scenario::Scenario::parse(stuck.as_bytes()).unwrap();
+    let m = minimize(&s, Variant::parse("bug-7785a663").unwrap()).unwrap();
+    assert_eq!(
+        m.kind,
+        bgfuzz::oracles::ViolationKind::BgRefcount,
+        "{}",
+        m.scenario.print()
+    );
+    assert!(m.scenario.steps.len() <= 7, "{}", m.scenario.print());
+    // Only the headers the new interleaving needs.
+    assert!(!m.scenario.mount.space_cache, "{}", m.scenario.print());
+    assert!(m.scenario.device.is_none(), "{}", m.scenario.print());
+}
