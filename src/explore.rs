@@ -355,6 +355,9 @@ pub fn parse_letter(item: &str) -> Result<Letter, BoundsError> {
     let scn = Scenario::parse(format!("A: {item}\n").as_bytes())
         .map_err(|e| bad(e.message.replace("`A: ", "`")))?;
     match scn.steps.first().map(|s| s.action) {
+        Some(Action::Begin(Op::Alloc { size: 0, .. })) => Err(bad(
+            "`fill` depends on the state a script reaches: name a size".to_string(),
+        )),
         Some(Action::Begin(op)) => Ok(Letter::Op(op)),
         _ => Err(bad(
             "`continue` is not an operation: explore tries it whenever a task can take a step"

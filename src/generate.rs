@@ -32,6 +32,12 @@ pub const SIZES: [u64; 8] = [
     16 * SZ_1M,
     64 * SZ_1M,
 ];
+/// The size of `alloc KIND fill`: the runner gives it the size of the
+/// first hole the allocator would use (else a whole chunk), and the
+/// normalized script shows that size. Exactly full bgs are what the races
+/// need (a new bg on the next alloc, a tree COW with no room), and sums of
+/// [`SIZES`] rarely hit a hole's size exactly.
+pub const FILL: u64 = 0;
 const DATA_CHUNKS: [u64; 4] = [16 * SZ_1M, 64 * SZ_1M, 256 * SZ_1M, SZ_1G];
 const METADATA_CHUNKS: [u64; 4] = [SZ_1M, 16 * SZ_1M, 64 * SZ_1M, 256 * SZ_1M];
 const DEVICES: [u64; 4] = [16 * SZ_1G, 4 * SZ_1G, SZ_1G, 512 * SZ_1M];
@@ -239,7 +245,12 @@ fn generate(bytes: &[u8]) -> Scenario {
             OpKind::Join => Action::Begin(Op::Join),
             OpKind::Alloc => Action::Begin(Op::Alloc {
                 kind: kinds[r(2) % kinds.len()],
-                size: SIZES[r(3) % SIZES.len()],
+                // One in eight fills.
+                size: if r(3) >= 224 {
+                    FILL
+                } else {
+                    SIZES[r(3) % SIZES.len()]
+                },
             }),
             OpKind::Free => Action::Begin(Op::Free {
                 extent: ExtentId(r(2) as u32 + 1),

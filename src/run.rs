@@ -11,6 +11,7 @@ use bgfuzz_engine::{
 };
 use bgfuzz_failpoints::FailGuard;
 
+use crate::generate::FILL;
 use crate::oracles::{Finding, Oracles};
 use crate::scenario::{Action, Scenario, Step};
 use crate::variant::Variant;
@@ -369,6 +370,19 @@ impl Runner<'_> {
     /// extent that is not live names a live one. A normalized script, where
     /// every step is valid, replays the same in either mode.
     fn map_op(&self, t: TaskId, op: Op) -> Option<Op> {
+        // `alloc KIND fill` (size 0) fills a bg: it takes the size of the
+        // first hole the allocator meets, or of a whole new chunk when none
+        // has room, and the normalized script shows that size.
+        let op = match op {
+            Op::Alloc { kind, size: FILL } => Op::Alloc {
+                kind,
+                size: self
+                    .engine
+                    .first_free_hole(kind)
+                    .unwrap_or_else(|| self.engine.config().chunk(kind)),
+            },
+            op => op,
+        };
         if self.mode == Mode::Strict {
             return Some(op);
         }

@@ -473,7 +473,10 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
         "alloc" => {
             want(2)?;
             let kind = parse_kind(args[0], line)?;
-            let size = parse_size(args[1], line)?;
+            let size = match args[1] {
+                "fill" => crate::generate::FILL,
+                a => parse_size(a, line)?,
+            };
             Action::Begin(Op::Alloc { kind, size })
         }
         "free" => {
@@ -530,6 +533,29 @@ mod tests {
         assert_eq!(s.steps[1].line, 10);
         let printed = s.print();
         assert_eq!(Scenario::parse(printed.as_bytes()).unwrap(), s);
+    }
+
+    /// `fill` parses, prints back, and runs as the size that leaves the
+    /// bg exactly full: the next 4K alloc makes a new bg, and the
+    /// normalized script names the size taken.
+    #[test]
+    fn fill_takes_the_first_hole() {
+        let text = "chunk metadata 16M\n\nA: start\nA: alloc metadata 4K\nA: alloc metadata fill\nA: alloc metadata 4K\nA: continue\nA: end\n";
+        let s = Scenario::parse(text.as_bytes()).unwrap();
+        assert_eq!(Scenario::parse(s.print().as_bytes()).unwrap(), s);
+        assert!(s.print().contains("A: alloc metadata fill"));
+        let r = crate::run::run(&s, Variant::FIXED, crate::run::Mode::Strict).unwrap();
+        let printed = r.scenario.print();
+        // mkfs's 16M metadata bg less the 4K.
+        assert!(printed.contains("A: alloc metadata 16380K"), "{printed}");
+        assert!(!printed.contains("fill"), "{printed}");
+        let bgs = r
+            .engine
+            .block_groups()
+            .iter()
+            .filter(|b| b.kind == Kind::Metadata)
+            .count();
+        assert_eq!(bgs, 2, "{printed}");
     }
 
     fn error_of(text: &str) -> ParseError {

@@ -356,6 +356,20 @@ impl Engine {
         })
     }
 
+    /// The first free hole `find_free_extent` meets for `kind` (bgs in
+    /// logical order, holes in order): an alloc of exactly this size fills
+    /// it. Not a kernel function: a search's generator asks it, to fill a
+    /// bg in one step. `None` when no linked, writable bg of `kind` has room.
+    pub fn first_free_hole(&self, kind: Kind) -> Option<u64> {
+        self.cache_tree.values().find_map(|&id| {
+            let bg = &self.bgs[id.0 as usize];
+            if bg.kind != kind || bg.ro || !bg.linked {
+                return None;
+            }
+            bg.free_space.values().next().copied()
+        })
+    }
+
     /// What the system space_info has left: `total_bytes - bytes_used -
     /// bytes_reserved - bytes_readonly`, less the chunk tree's bytes and
     /// (4fbcdf669454 counts them; only it makes any) `bytes_may_use`.

@@ -548,6 +548,8 @@ pub enum Op {
     Join,
     Alloc {
         kind: Kind,
+        /// 0 is a script's `fill`: the runner replaces it with the size
+        /// that fills a bg before the engine sees it.
         size: u64,
     },
     Free {
@@ -589,6 +591,7 @@ impl fmt::Display for Op {
         match self {
             Op::Start => f.write_str("start"),
             Op::Join => f.write_str("join"),
+            Op::Alloc { kind, size: 0 } => write!(f, "alloc {kind} fill"),
             Op::Alloc { kind, size } => write!(f, "alloc {kind} {}", fmt_size(*size)),
             Op::Free { extent } => write!(f, "free {extent}"),
             Op::RunDelayedRefs => f.write_str("run_delayed_refs"),
