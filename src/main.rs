@@ -10,7 +10,7 @@ use anyhow::Context;
 use bgfuzz::check::{check_paths, outcome_name};
 use bgfuzz::explore::{Bounds, Limits};
 use bgfuzz::generate::decode;
-use bgfuzz::minimize::{minimize_with, Budget, Minimized};
+use bgfuzz::minimize::{minimize_where, minimize_with, Budget, Minimized};
 use bgfuzz::variant::Variant;
 
 use bgfuzz::report;
@@ -1085,19 +1085,25 @@ fn hunt_cmd(
         // Checked with the patches the hunt found it under (the variant's
         // and the fixes of the bugs found before).
         let found_with = b.run.patches;
-        // Where the bug variant's features make the result another bug
-        // under the hunted patches, shrinking under the hunted variant
-        // itself is tried next (the same check guards it).
-        let m = [under, variant].into_iter().find_map(|v| {
-            minimize_with(&b.run.scenario, v, budget)
-                .filter(|m| m.kind == kind)
-                .and_then(|m| {
-                    let again = run_patched(&m.scenario, variant, found_with, Mode::Strict).ok()?;
-                    let same = again.violation.as_ref().map(|v| v.finding.kind) == Some(kind)
-                        && attribute(&again.scenario, variant, again.patches) == b.fixes;
-                    same.then_some((m.scenario, again))
-                })
-        });
+        let same_bug =
+            |r: &bgfuzz::run::Run| attribute(&r.scenario, variant, found_with) == b.fixes;
+        let check = |m: Minimized| {
+            let again = run_patched(&m.scenario, variant, found_with, Mode::Strict).ok()?;
+            let same =
+                again.violation.as_ref().map(|v| v.finding.kind) == Some(kind) && same_bug(&again);
+            same.then_some((m.scenario, again))
+        };
+        // Where the bug variant does not show it (it needs a bug the hunt
+        // has not fixed yet) or its result is another bug, shrinking goes
+        // on under the hunted patches, every candidate still the bug that
+        // the same fixes remove.
+        let m = minimize_with(&b.run.scenario, under, budget)
+            .filter(|m| m.kind == kind)
+            .and_then(check)
+            .or_else(|| {
+                minimize_where(&b.run.scenario, variant, found_with, budget, &same_bug)
+                    .and_then(check)
+            });
         let (scn, r) = m.unwrap_or_else(|| (b.run.scenario.clone(), b.run.clone()));
         let mut scn = scn;
         // The script names a variant that shows it as written: the hunted

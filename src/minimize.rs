@@ -10,8 +10,9 @@
 use crate::variant::Variant;
 use bgfuzz_engine::{Kind, MountOpts, Op, MAX_TASKS};
 
+use crate::engine::Patches;
 use crate::oracles::ViolationKind;
-use crate::run::{run, Mode, Run};
+use crate::run::{run, run_patched, Mode, Run};
 use crate::scenario::{Action, Expect, Scenario, Step};
 
 /// How big a scenario is, compared lexicographically: step lines first.
@@ -77,8 +78,14 @@ impl Default for Budget {
     }
 }
 
-struct Shrinker {
+struct Shrinker<'a> {
     variant: Variant,
+    /// What the engine runs with: the variant's, or more (a hunt's fixes
+    /// found so far).
+    patches: Patches,
+    /// Besides the kind, what a candidate must still show (a hunt: the
+    /// same fixes remove it).
+    accept: &'a dyn Fn(&Run) -> bool,
     kind: ViolationKind,
     best: Run,
     tries: usize,
@@ -90,7 +97,7 @@ struct Shrinker {
     exhausted: bool,
 }
 
-impl Shrinker {
+impl<'a> Shrinker<'a> {
     /// Takes one candidate of `steps` step lines from the budget; false
     /// when it is spent.
     fn spend(&mut self, steps: usize) -> bool {
@@ -110,16 +117,23 @@ impl Shrinker {
         true
     }
 
+    /// The candidate's run, if it still shows the violation: the same
+    /// kind, and what `accept` asks.
+    fn check(&self, cand: &Scenario) -> Option<Run> {
+        let r = run_patched(cand, self.variant, self.patches, Mode::Loose).ok()?;
+        let same = r.violation.as_ref().map(|v| v.finding.kind) == Some(self.kind);
+        (same && (self.accept)(&r)).then_some(r)
+    }
+
     /// Runs a candidate; keeps it if it shows the same kind and is smaller.
     fn try_candidate(&mut self, cand: &Scenario) -> bool {
         if !self.spend(cand.steps.len()) {
             return false;
         }
-        let Ok(r) = run(cand, self.variant, Mode::Loose) else {
+        let Some(r) = self.check(cand) else {
             return false;
         };
-        let same = r.violation.as_ref().map(|v| v.finding.kind) == Some(self.kind);
-        if same && size(&r.scenario) < size(&self.best.scenario) {
+        if size(&r.scenario) < size(&self.best.scenario) {
             self.best = r;
             return true;
         }
@@ -132,12 +146,10 @@ impl Shrinker {
         if !self.spend(cand.steps.len()) {
             return false;
         }
-        let Ok(r) = run(cand, self.variant, Mode::Loose) else {
+        let Some(r) = self.check(cand) else {
             return false;
         };
-        let same = r.violation.as_ref().map(|v| v.finding.kind) == Some(self.kind);
-        if same
-            && size(&r.scenario) <= size(&self.best.scenario)
+        if size(&r.scenario) <= size(&self.best.scenario)
             && better(&r.scenario, &self.best.scenario)
         {
             self.best = r;
@@ -167,10 +179,8 @@ impl Shrinker {
         if !self.spend(cand.steps.len()) {
             return;
         }
-        if let Ok(r) = run(&cand, self.variant, Mode::Loose) {
-            if r.violation.as_ref().map(|v| v.finding.kind) == Some(self.kind)
-                && size(&r.scenario) <= size(&self.best.scenario)
-            {
+        if let Some(r) = self.check(&cand) {
+            if size(&r.scenario) <= size(&self.best.scenario) {
                 self.best = r;
             }
         }
@@ -244,10 +254,10 @@ impl Shrinker {
     /// `passes`, then the ones every order ends with, until none makes
     /// progress; then the canonical forms. Bounded: every accepted
     /// candidate is strictly smaller.
-    fn shrink(&mut self, passes: &[fn(&mut Shrinker) -> bool]) {
+    fn shrink(&mut self, passes: &[fn(&mut Shrinker<'a>) -> bool]) {
         loop {
             let mut progress = false;
-            let tail: [fn(&mut Shrinker) -> bool; 3] = [
+            let tail: [fn(&mut Shrinker<'a>) -> bool; 3] = [
                 Shrinker::simplify_commits,
                 Shrinker::drop_faults_and_headers,
                 Shrinker::shrink_sizes,
@@ -453,7 +463,12 @@ pub const POLISH_STATES: u64 = 100_000;
 /// per task and alphabet (its operations, `free` of any extent), it returns
 /// the shortest script that shows a violation, if it finds one within
 /// [`POLISH_STATES`]. Kept only if it is this violation's kind.
-fn polish(s: &Scenario, variant: Variant, kind: ViolationKind) -> Option<Run> {
+fn polish(sh: &Shrinker) -> Option<Run> {
+    // Explore runs a variant's patches; a hunt's extra fixes it cannot.
+    if sh.patches != sh.variant.patches() {
+        return None;
+    }
+    let (s, variant) = (&sh.best.scenario, sh.variant);
     use crate::explore::{explore, Bounds, FaultBounds, Letter, Limits, Verdict, MAX_FAULTS};
     let mut per_task = [0u8; MAX_TASKS];
     let mut alphabet = Vec::new();
@@ -502,10 +517,10 @@ fn polish(s: &Scenario, variant: Variant, kind: ViolationKind) -> Option<Run> {
     };
     let x = explore(&bounds, limits, |_| {}).ok()?;
     match x.verdict {
-        Verdict::Violation(c) if c.kind == kind => {
+        Verdict::Violation(c) => {
             let mut scenario = c.run.scenario.clone();
             scenario.expects.clear();
-            run(&scenario, variant, Mode::Loose).ok()
+            sh.check(&scenario)
         }
         _ => None,
     }
@@ -568,13 +583,29 @@ pub fn minimize(scenario: &Scenario, variant: Variant) -> Option<Minimized> {
 /// [`minimize`] within `budget`; what it has when the budget runs out is
 /// still a strict script with the same violation kind.
 pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> Option<Minimized> {
-    let first = run(scenario, variant, Mode::Loose).ok()?;
+    minimize_where(scenario, variant, variant.patches(), budget, &|_| true)
+}
+
+/// [`minimize_with`] on an engine built with `patches` (see
+/// [`run_patched`]), keeping only candidates `accept` takes as well: a
+/// hunt's witness stays the bug that the same fixes remove, where the
+/// kind alone would let it wander onto another bug of that kind.
+pub fn minimize_where<'a>(
+    scenario: &Scenario,
+    variant: Variant,
+    patches: Patches,
+    budget: Budget,
+    accept: &'a dyn Fn(&Run) -> bool,
+) -> Option<Minimized> {
+    let first = run_patched(scenario, variant, patches, Mode::Loose).ok()?;
     let kind = first.violation.as_ref()?.finding.kind;
+    if !accept(&first) {
+        return None;
+    }
     let before_steps = first.scenario.steps.len();
     // Greedy shrinking stops in local minima that depend on the order of
     // the passes; three orders, the smallest result wins.
-    type Pass = fn(&mut Shrinker) -> bool;
-    let orders: [&[Pass]; 3] = [
+    let orders: [&[fn(&mut Shrinker<'a>) -> bool]; 3] = [
         &[
             Shrinker::drop_tasks,
             Shrinker::drop_steps,
@@ -603,6 +634,8 @@ pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> O
         }
         let mut sh = Shrinker {
             variant,
+            patches,
+            accept,
             kind,
             best: first.clone(),
             tries: 0,
@@ -622,42 +655,46 @@ pub fn minimize_with(scenario: &Scenario, variant: Variant, budget: Budget) -> O
             best = Some(sh.best);
         }
     }
-    let mut best = best.expect("at least one order");
-    if let Some(r) = polish(&best.scenario, variant, kind) {
-        if size(&r.scenario) < size(&best.scenario) {
+    let best = best.expect("at least one order");
+    let mut sh = Shrinker {
+        variant,
+        patches,
+        accept,
+        kind,
+        best,
+        tries: 0,
+        left: budget.max_tries - tries.min(budget.max_tries),
+        steps_left,
+        deadline: budget.deadline,
+        exhausted: false,
+    };
+    if let Some(r) = polish(&sh) {
+        if size(&r.scenario) < size(&sh.best.scenario) {
             // Explore prints every header and keeps the witness's; drop
             // what this interleaving does not need.
-            let mut sh = Shrinker {
-                variant,
-                kind,
-                best: r,
-                tries: 0,
-                left: budget.max_tries - tries.min(budget.max_tries),
-                steps_left,
-                deadline: budget.deadline,
-                exhausted: false,
-            };
+            sh.best = r;
             sh.shrink(&[]);
             tries += sh.tries;
             exhausted |= sh.exhausted;
-            best = sh.best;
         }
     }
+    let best = sh.best;
     // Tasks renamed A, B, ... unless that changes the run (the drain goes
     // in letter order).
     let mut out = best.scenario.clone();
     let mut relabeled = out.clone();
     relabel(&mut relabeled);
-    if let Ok(r) = run(&relabeled, variant, Mode::Loose) {
+    if let Ok(r) = run_patched(&relabeled, variant, patches, Mode::Loose) {
         if r.violation.as_ref().map(|v| v.finding.kind) == Some(kind)
+            && accept(&r)
             && r.scenario.steps.len() <= out.steps.len()
         {
             out = r.scenario;
         }
     }
     out.expects.clear();
-    let final_run = run(&out, variant, Mode::Strict).ok()?;
-    if final_run.violation.as_ref().map(|v| v.finding.kind) != Some(kind) {
+    let final_run = run_patched(&out, variant, patches, Mode::Strict).ok()?;
+    if final_run.violation.as_ref().map(|v| v.finding.kind) != Some(kind) || !accept(&final_run) {
         return None;
     }
     // State what each variant does with it, so it is a regression as is.

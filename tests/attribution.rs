@@ -57,6 +57,19 @@ fn a_v41_hunt_reports_distinct_bugs_with_their_fixes() {
         text.contains("with the fixes found so far applied (c79a175175d5"),
         "{text}"
     );
+    // Each bug minimized, acaeedb1's too: it needs fixes the hunt applied
+    // (its bug variant alone does not show this witness), so it shrinks
+    // under the hunt's patches, each candidate still removed by the same
+    // fix (it stayed at 35 lines when shrinking by kind alone).
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.len() > 12 && l.as_bytes()[..12].iter().all(u8::is_ascii_hexdigit))
+        .collect();
+    assert!(rows.len() >= 4, "{text}");
+    for row in rows {
+        let lines: usize = row.split_whitespace().last().unwrap().parse().unwrap();
+        assert!(lines <= 12, "{row}\n{text}");
+    }
     // Every kept witness is a script that replays.
     let kept: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
     assert!(!kept.is_empty());
