@@ -78,6 +78,9 @@ impl Default for Budget {
     }
 }
 
+/// One shrinking pass; true if it made progress.
+type Pass<'a> = fn(&mut Shrinker<'a>) -> bool;
+
 struct Shrinker<'a> {
     variant: Variant,
     /// What the engine runs with: the variant's, or more (a hunt's fixes
@@ -254,10 +257,10 @@ impl<'a> Shrinker<'a> {
     /// `passes`, then the ones every order ends with, until none makes
     /// progress; then the canonical forms. Bounded: every accepted
     /// candidate is strictly smaller.
-    fn shrink(&mut self, passes: &[fn(&mut Shrinker<'a>) -> bool]) {
+    fn shrink(&mut self, passes: &[Pass<'a>]) {
         loop {
             let mut progress = false;
-            let tail: [fn(&mut Shrinker<'a>) -> bool; 3] = [
+            let tail: [Pass<'a>; 3] = [
                 Shrinker::simplify_commits,
                 Shrinker::drop_faults_and_headers,
                 Shrinker::shrink_sizes,
@@ -605,7 +608,7 @@ pub fn minimize_where<'a>(
     let before_steps = first.scenario.steps.len();
     // Greedy shrinking stops in local minima that depend on the order of
     // the passes; three orders, the smallest result wins.
-    let orders: [&[fn(&mut Shrinker<'a>) -> bool]; 3] = [
+    let orders: [&[Pass<'a>]; 3] = [
         &[
             Shrinker::drop_tasks,
             Shrinker::drop_steps,
