@@ -112,7 +112,7 @@ enum Command {
     },
     /// In-process search with the fuzz targets' generator. With no
     /// arguments: the fixed engine for 200000 cases, then each bug variant
-    /// until it is found (at most 1000000 cases each), and a table.
+    /// until it is found (at most 4000000 cases each), and a table.
     /// Exit 0: as expected (no --variant: fixed clean and every bug
     /// variant caught; with --variant: nothing found), 1: otherwise, 2:
     /// invalid arguments.
@@ -1221,7 +1221,7 @@ fn check_out_dir(out: &Path) -> anyhow::Result<()> {
 /// The fixed engine's default budget in `bgfuzz run`.
 const DEFAULT_CASES: u64 = 200_000;
 /// A bug variant not found within this many cases is reported as missed.
-const BUG_CAP_CASES: u64 = 1_000_000;
+const BUG_CAP_CASES: u64 = 4_000_000;
 
 /// `bgfuzz list`: everything a script or a flag may name, from the code
 /// itself, so it cannot drift.

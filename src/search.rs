@@ -100,8 +100,11 @@ pub fn search_hits(
 /// these, minimized.
 pub const WITNESSES: usize = 8;
 /// After the first violation, search at most this many more cases (or 4x
-/// the cases it took) for the other witnesses.
+/// the cases it took, up to [`EXTRA_CASES_MAX`]) for the other witnesses.
 pub const EXTRA_CASES: u64 = 2_000;
+/// A bug that took millions of cases would otherwise cost four times as
+/// many again for witnesses it seldom finds: a few seconds at most.
+pub const EXTRA_CASES_MAX: u64 = 250_000;
 
 /// Searches until the first violation (while `keep_going` allows), then a
 /// little further for up to [`WITNESSES`] witnesses, never long. The
@@ -121,7 +124,7 @@ pub fn witnesses(
             first = Some(t.cases);
         }
         match first {
-            Some(n) => t.cases < n + EXTRA_CASES.max(4 * n),
+            Some(n) => t.cases < n + EXTRA_CASES.max((4 * n).min(EXTRA_CASES_MAX)),
             None => go,
         }
     })
