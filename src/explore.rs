@@ -355,9 +355,6 @@ pub fn parse_letter(item: &str) -> Result<Letter, BoundsError> {
     let scn = Scenario::parse(format!("A: {item}\n").as_bytes())
         .map_err(|e| bad(e.message.replace("`A: ", "`")))?;
     match scn.steps.first().map(|s| s.action) {
-        Some(Action::Begin(Op::Alloc { size: 0, .. })) => Err(bad(
-            "`fill` depends on the state a script reaches: name a size".to_string(),
-        )),
         Some(Action::Begin(op)) => Ok(Letter::Op(op)),
         _ => Err(bad(
             "`continue` is not an operation: explore tries it whenever a task can take a step"
@@ -828,6 +825,7 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                 if code != FORCED_END && code != FORCED_ENDIO {
                     child.left[t] -= 1;
                 }
+                let op = crate::run::resolve_fill(&child.engine, op);
                 child.engine.begin(t, op)
             }
             Action::Continue => child.engine.step(t),
@@ -1080,7 +1078,10 @@ impl<P: FnMut(&Stats)> Explorer<'_, P> {
                 let before = Site::ALL.map(|s| faults.hits(s));
                 arm(faults, chosen);
                 match step.action {
-                    Action::Begin(op) => e.begin(step.task, op),
+                    Action::Begin(op) => {
+                        let op = crate::run::resolve_fill(&e, op);
+                        e.begin(step.task, op)
+                    }
                     Action::Continue => e.step(step.task),
                 }
                 .expect("the path replays");

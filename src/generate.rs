@@ -33,8 +33,8 @@ pub const SIZES: [u64; 8] = [
     64 * SZ_1M,
 ];
 /// The size of `alloc KIND fill`: the runner gives it the size of the
-/// first hole the allocator would use (else a whole chunk), and the
-/// normalized script shows that size. Exactly full bgs are what the races
+/// first hole the allocator would use (else a whole chunk) each time it
+/// runs, so scripts keep `fill`. Exactly full bgs are what the races
 /// need (a new bg on the next alloc, a tree COW with no room), and sums of
 /// [`SIZES`] rarely hit a hole's size exactly.
 pub const FILL: u64 = 0;

@@ -96,6 +96,21 @@ struct Runner<'o> {
 /// how [`crate::snapshot`] records the state a picture shows.
 pub type Observer<'o> = &'o mut dyn FnMut(&Engine, Option<&RanStep>);
 
+/// `alloc KIND fill` (size 0) fills a bg: the size of the first hole the
+/// allocator meets, or of a whole new chunk when none has room. Scripts
+/// keep `fill`; every replay takes the same size again.
+pub fn resolve_fill(engine: &Engine, op: Op) -> Op {
+    match op {
+        Op::Alloc { kind, size: FILL } => Op::Alloc {
+            kind,
+            size: engine
+                .first_free_hole(kind)
+                .unwrap_or_else(|| engine.config().chunk(kind)),
+        },
+        op => op,
+    }
+}
+
 /// Runs a scenario under a variant.
 pub fn run(scenario: &Scenario, variant: Variant, mode: Mode) -> Result<Run, RunError> {
     run_patched(scenario, variant, variant.patches(), mode)
@@ -370,19 +385,6 @@ impl Runner<'_> {
     /// extent that is not live names a live one. A normalized script, where
     /// every step is valid, replays the same in either mode.
     fn map_op(&self, t: TaskId, op: Op) -> Option<Op> {
-        // `alloc KIND fill` (size 0) fills a bg: it takes the size of the
-        // first hole the allocator meets, or of a whole new chunk when none
-        // has room, and the normalized script shows that size.
-        let op = match op {
-            Op::Alloc { kind, size: FILL } => Op::Alloc {
-                kind,
-                size: self
-                    .engine
-                    .first_free_hole(kind)
-                    .unwrap_or_else(|| self.engine.config().chunk(kind)),
-            },
-            op => op,
-        };
         if self.mode == Mode::Strict {
             return Some(op);
         }
@@ -454,7 +456,7 @@ impl Runner<'_> {
         let res = match action {
             Action::Begin(op) => {
                 self.ops[t] = Some(op);
-                self.engine.begin(t, op)
+                self.engine.begin(t, resolve_fill(&self.engine, op))
             }
             Action::Continue => self.engine.step(t),
         };

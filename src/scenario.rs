@@ -536,8 +536,8 @@ mod tests {
     }
 
     /// `fill` parses, prints back, and runs as the size that leaves the
-    /// bg exactly full: the next 4K alloc makes a new bg, and the
-    /// normalized script names the size taken.
+    /// bg exactly full: the next 4K alloc makes a new bg. The normalized
+    /// script keeps `fill`.
     #[test]
     fn fill_takes_the_first_hole() {
         let text = "chunk metadata 16M\n\nA: start\nA: alloc metadata 4K\nA: alloc metadata fill\nA: alloc metadata 4K\nA: continue\nA: end\n";
@@ -546,9 +546,20 @@ mod tests {
         assert!(s.print().contains("A: alloc metadata fill"));
         let r = crate::run::run(&s, Variant::FIXED, crate::run::Mode::Strict).unwrap();
         let printed = r.scenario.print();
+        assert!(printed.contains("A: alloc metadata fill"), "{printed}");
         // mkfs's 16M metadata bg less the 4K.
-        assert!(printed.contains("A: alloc metadata 16380K"), "{printed}");
-        assert!(!printed.contains("fill"), "{printed}");
+        let e2 = r.engine.extent(bgfuzz_engine::ExtentId(2)).unwrap();
+        assert_eq!(e2.len, 16380 * 1024, "{printed}");
+        // The engine never sees `fill`: a size of 0 given to it is refused.
+        let mut e = r.engine.clone();
+        let zero = Op::Alloc {
+            kind: Kind::Data,
+            size: 0,
+        };
+        assert_eq!(
+            e.begin(0, zero).unwrap_err(),
+            bgfuzz_engine::UsageError::BadSize(0)
+        );
         let bgs = r
             .engine
             .block_groups()

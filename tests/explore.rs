@@ -53,6 +53,37 @@ fn bug_variant_shortest_counterexample_replays() {
     assert!(text.contains("expect bug-ff1f8250: abort-enoent-outside-critical"));
 }
 
+/// `alloc KIND fill` as a letter: explore takes the same size the runner
+/// does (the first hole), so its counterexample keeps `fill` and replays;
+/// and the minimizer's exploration around a witness with `fill` (the main
+/// job's seed-race witness) keeps it too.
+#[test]
+fn fill_letters_explore_and_replay() {
+    let mut b = Bounds::new(Variant::BUG_FF1F8250, 2, 4);
+    b.alphabet = ["start", "alloc data fill", "end", "commit"]
+        .iter()
+        .map(|l| parse_letter(l).unwrap())
+        .collect();
+    let x = go(&b);
+    let Verdict::Violation(c) = &x.verdict else {
+        panic!("no violation: {:?}", x.stats)
+    };
+    let text = c.scenario.print();
+    assert!(text.contains("alloc data fill"), "{text}");
+    let parsed = Scenario::parse(text.as_bytes()).unwrap();
+    let r = run(&parsed, Variant::BUG_FF1F8250, Mode::Strict).expect("strict replay");
+    assert_eq!(
+        r.violation.map(|v| v.finding.kind),
+        Some(ViolationKind::AbortEnoentOutsideCritical)
+    );
+    let witness = "A: start\nA: alloc data fill\nA: alloc data fill\nA: continue\n\
+        B: start\nB: alloc data 4K\nB: commit\nB: continue\nB: continue\nA: end\n";
+    let s = Scenario::parse(witness.as_bytes()).unwrap();
+    let m = bgfuzz::minimize::minimize(&s, Variant::BUG_FF1F8250).expect("minimizes");
+    assert!(m.scenario.steps.len() <= 8, "{}", m.scenario.print());
+    assert!(m.scenario.print().contains("alloc data fill"));
+}
+
 #[test]
 fn fixed_is_clean_exhaustively_and_deterministic() {
     let b = Bounds::new(Variant::FIXED, 2, 3);

@@ -393,6 +393,9 @@ impl Engine {
                 });
                 return Ok(StepOutcome::Finished(Ok(Done::Freed { id: extent })));
             }
+            Op::Alloc { size, .. } if size == 0 || !size.is_multiple_of(SZ_4K) => {
+                return Err(UsageError::BadSize(size))
+            }
             Op::Alloc { kind, size } => {
                 // The name is taken when the alloc begins, whatever happens.
                 let ext = ExtentId(self.extents.len() as u32 + 1);

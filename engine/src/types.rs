@@ -684,6 +684,9 @@ pub enum UsageError {
     PendingExtent(ExtentId),
     #[error("extent {0} is already freed")]
     AlreadyFreed(ExtentId),
+    /// A size of 0 is a script's `fill`, which the runner resolves.
+    #[error("alloc size {0} must be a non-zero multiple of 4K")]
+    BadSize(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -61,7 +61,12 @@ impl KOp {
         let mut w = text.split_whitespace();
         let op = w.next().unwrap_or("");
         let args: Vec<&str> = w.collect();
-        let size = |s: &str| crate::scenario::parse_size(s, 0).unwrap_or(4096);
+        // `fill` (a block group exactly full in the model): as much as an
+        // alloc does here, its cap.
+        let size = |s: &str| match s {
+            "fill" => u64::MAX,
+            s => crate::scenario::parse_size(s, 0).unwrap_or(4096),
+        };
         let k = match op {
             "start" | "join" => KOp::Handle,
             "end" | "continue" => KOp::Nothing,
