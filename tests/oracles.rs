@@ -284,7 +284,7 @@ fn incremental_space_accounting_agrees_with_the_full_walk() {
             let mut mixed = SpaceLedger::with_full_walk_up_to(3);
             for (i, s) in norm.steps.iter().enumerate() {
                 let r = match s.action {
-                    Action::Begin(op) => e.begin(s.task, op),
+                    Action::Begin(op) => e.begin(s.task, bgfuzz::run::resolve_fill(&e, op)),
                     Action::Continue => e.step(s.task),
                 };
                 r.unwrap();
