@@ -1266,7 +1266,7 @@ const OPERATIONS: [(&str, &str); 12] = [
     ),
     (
         "alloc KIND SIZE",
-        "find_free_extent (KIND data, metadata or system; SIZE like 4K, 16M, 1G)",
+        "find_free_extent (KIND data, metadata or system; SIZE like 4K, 16M, 1G, or fill: the first hole, leaving its bg exactly full)",
     ),
     (
         "free eN",

@@ -475,7 +475,10 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             let kind = parse_kind(args[0], line)?;
             let size = match args[1] {
                 "fill" => crate::generate::FILL,
-                a => parse_size(a, line)?,
+                a => parse_size(a, line).map_err(|mut e| {
+                    e.message.push_str(" (or `fill`)");
+                    e
+                })?,
             };
             Action::Begin(Op::Alloc { kind, size })
         }
