@@ -734,17 +734,28 @@ fn lock_out(out: &Path) -> anyhow::Result<File> {
 }
 
 /// Whether process `pid` is running (Linux: `/proc/<pid>/stat`). A zombie
-/// (state `Z`, or `X`) is dead: a killed campaign's libFuzzer, orphaned,
-/// stays one until something reaps it.
+/// is dead: a killed campaign's libFuzzer, orphaned, stays one until
+/// something reaps it.
 pub fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `pid (comm) state ...`; comm may hold spaces and parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z" | "X"))
+    proc_stat(pid).is_some_and(|s| s.live)
+}
+
+/// What `/proc/<pid>/stat` says of a process.
+pub struct ProcStat {
+    /// Not a zombie (state `Z`, or `X`).
+    pub live: bool,
+    pub ppid: u32,
+}
+
+/// `/proc/<pid>/stat`, or `None` when there is no such process.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let live = !matches!(fields.next(), Some("Z" | "X"));
+    let ppid = fields.next()?.parse().ok()?;
+    Some(ProcStat { live, ppid })
 }
 
 /// The pid in a libFuzzer temp name: `TempPath(Prefix, Ext)` is

@@ -12,7 +12,7 @@
 use std::fmt;
 
 use arbitrary::{Arbitrary, Unstructured};
-use bgfuzz_engine::{ExtentId, Kind, Op, MAX_TASKS, SZ_1G, SZ_1M, SZ_4K};
+use bgfuzz_engine::{ExtentId, Kind, Op, FILL, MAX_TASKS, SZ_1G, SZ_1M, SZ_4K};
 use bgfuzz_failpoints::{Action as FpAction, FaultPlan, Site, Task};
 use proptest::prelude::*;
 
@@ -32,12 +32,6 @@ pub const SIZES: [u64; 8] = [
     16 * SZ_1M,
     64 * SZ_1M,
 ];
-/// The size of `alloc KIND fill`: the runner gives it the size of the
-/// first hole the allocator would use (else a whole chunk) each time it
-/// runs, so scripts keep `fill`. Exactly full bgs are what the races
-/// need (a new bg on the next alloc, a tree COW with no room), and sums of
-/// [`SIZES`] rarely hit a hole's size exactly.
-pub const FILL: u64 = 0;
 const DATA_CHUNKS: [u64; 4] = [16 * SZ_1M, 64 * SZ_1M, 256 * SZ_1M, SZ_1G];
 const METADATA_CHUNKS: [u64; 4] = [SZ_1M, 16 * SZ_1M, 64 * SZ_1M, 256 * SZ_1M];
 const DEVICES: [u64; 4] = [16 * SZ_1G, 4 * SZ_1G, SZ_1G, 512 * SZ_1M];
@@ -245,7 +239,9 @@ fn generate(bytes: &[u8]) -> Scenario {
             OpKind::Join => Action::Begin(Op::Join),
             OpKind::Alloc => Action::Begin(Op::Alloc {
                 kind: kinds[r(2) % kinds.len()],
-                // One in eight fills.
+                // One in eight fills: exactly full bgs are what the races
+                // need (a new bg on the next alloc, a tree COW with no
+                // room), and sums of SIZES rarely hit a hole exactly.
                 size: if r(3) >= 224 {
                     FILL
                 } else {

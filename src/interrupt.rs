@@ -134,20 +134,11 @@ pub fn descendants(root: u32) -> Vec<u32> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(stat) = crate::campaign::proc_stat(pid) else {
             continue;
         };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let Some(ppid) = fields.next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        children.entry(ppid).or_default().push(pid);
-        if !matches!(state, Some("Z" | "X")) {
+        children.entry(stat.ppid).or_default().push(pid);
+        if stat.live {
             live.insert(pid);
         }
     }

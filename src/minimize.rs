@@ -11,6 +11,7 @@ use crate::variant::Variant;
 use bgfuzz_engine::{Kind, MountOpts, Op, MAX_TASKS};
 
 use crate::engine::Patches;
+use crate::explore::{explore, Bounds, FaultBounds, Letter, Limits, Verdict, MAX_FAULTS};
 use crate::oracles::ViolationKind;
 use crate::run::{run, run_patched, Mode, Run};
 use crate::scenario::{Action, Expect, Scenario, Step};
@@ -472,7 +473,6 @@ fn polish(sh: &Shrinker) -> Option<Run> {
         return None;
     }
     let (s, variant) = (&sh.best.scenario, sh.variant);
-    use crate::explore::{explore, Bounds, FaultBounds, Letter, Limits, Verdict, MAX_FAULTS};
     let mut per_task = [0u8; MAX_TASKS];
     let mut alphabet = Vec::new();
     for st in &s.steps {
@@ -627,6 +627,19 @@ pub fn minimize_where<'a>(
             Shrinker::drop_tasks,
         ],
     ];
+    // A shrinker from `best`, with what is left of the budget.
+    let shrinker = |best: Run, tries: usize, steps_left: usize| Shrinker {
+        variant,
+        patches,
+        accept,
+        kind,
+        best,
+        tries: 0,
+        left: budget.max_tries - tries.min(budget.max_tries),
+        steps_left,
+        deadline: budget.deadline,
+        exhausted: false,
+    };
     let mut tries = 0;
     let mut steps_left = budget.max_steps;
     let mut exhausted = false;
@@ -635,18 +648,7 @@ pub fn minimize_where<'a>(
         if exhausted {
             break;
         }
-        let mut sh = Shrinker {
-            variant,
-            patches,
-            accept,
-            kind,
-            best: first.clone(),
-            tries: 0,
-            left: budget.max_tries - tries.min(budget.max_tries),
-            steps_left,
-            deadline: budget.deadline,
-            exhausted: false,
-        };
+        let mut sh = shrinker(first.clone(), tries, steps_left);
         sh.shrink(passes);
         tries += sh.tries;
         steps_left = sh.steps_left;
@@ -659,18 +661,7 @@ pub fn minimize_where<'a>(
         }
     }
     let best = best.expect("at least one order");
-    let mut sh = Shrinker {
-        variant,
-        patches,
-        accept,
-        kind,
-        best,
-        tries: 0,
-        left: budget.max_tries - tries.min(budget.max_tries),
-        steps_left,
-        deadline: budget.deadline,
-        exhausted: false,
-    };
+    let mut sh = shrinker(best, tries, steps_left);
     if let Some(r) = polish(&sh) {
         if size(&r.scenario) < size(&sh.best.scenario) {
             // Explore prints every header and keeps the witness's; drop

@@ -7,11 +7,10 @@
 
 use bgfuzz_engine::{
     task_name, BgList, Engine, Event, ExtentState, Op, Patches, Status, StepOutcome, TaskId,
-    UsageError, MAX_TASKS, SZ_4K,
+    UsageError, FILL, MAX_TASKS, SZ_4K,
 };
 use bgfuzz_failpoints::FailGuard;
 
-use crate::generate::FILL;
 use crate::oracles::{Finding, Oracles};
 use crate::scenario::{Action, Scenario, Step};
 use crate::variant::Variant;

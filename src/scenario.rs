@@ -474,7 +474,7 @@ fn parse_step(text: &str, line: usize) -> Result<Step, ParseError> {
             want(2)?;
             let kind = parse_kind(args[0], line)?;
             let size = match args[1] {
-                "fill" => crate::generate::FILL,
+                "fill" => bgfuzz_engine::FILL,
                 a => parse_size(a, line).map_err(|mut e| {
                     e.message.push_str(" (or `fill`)");
                     e

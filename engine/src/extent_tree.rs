@@ -321,14 +321,9 @@ impl Engine {
         if kind == Kind::System && size > self.system_left() {
             return None;
         }
-        let found = self.cache_tree.values().find_map(|&id| {
-            let bg = &self.bgs[id.0 as usize];
-            // v4.1 searches `space_info->block_groups`: a bg in the cache
-            // tree whose phase 1 has not linked it is not there yet.
-            if bg.kind != kind || bg.ro || !bg.linked {
-                return None;
-            }
-            bg.free_space
+        let found = self.allocatable(kind).find_map(|id| {
+            self.bgs[id.0 as usize]
+                .free_space
                 .iter()
                 .find(|(_, &l)| l >= size)
                 .map(|(&s, &l)| (id, s, l))
@@ -361,12 +356,18 @@ impl Engine {
     /// it. Not a kernel function: a search's generator asks it, to fill a
     /// bg in one step. `None` when no linked, writable bg of `kind` has room.
     pub fn first_free_hole(&self, kind: Kind) -> Option<u64> {
-        self.cache_tree.values().find_map(|&id| {
+        self.allocatable(kind)
+            .find_map(|id| self.bgs[id.0 as usize].free_space.values().next().copied())
+    }
+
+    /// The bgs `find_free_extent` may take from, in its order. v4.1
+    /// searches `space_info->block_groups`: a bg in the cache tree whose
+    /// phase 1 has not linked it is not there yet; a read-only one is
+    /// skipped.
+    fn allocatable(&self, kind: Kind) -> impl Iterator<Item = BgId> + '_ {
+        self.cache_tree.values().copied().filter(move |&id| {
             let bg = &self.bgs[id.0 as usize];
-            if bg.kind != kind || bg.ro || !bg.linked {
-                return None;
-            }
-            bg.free_space.values().next().copied()
+            bg.kind == kind && !bg.ro && bg.linked
         })
     }
 

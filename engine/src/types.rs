@@ -542,14 +542,20 @@ impl fmt::Display for Wait {
 }
 
 /// An operation a task begins.
+/// The size of `alloc KIND fill`: the first hole the allocator would use
+/// (else a whole chunk), taken afresh on every replay, so scripts keep
+/// `fill`. [`Engine::begin`](crate::Engine::begin) refuses it: the runner
+/// and explore resolve it first (`run::resolve_fill`).
+pub const FILL: u64 = 0;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     Start,
     Join,
     Alloc {
         kind: Kind,
-        /// 0 is a script's `fill`: the runner replaces it with the size
-        /// that fills a bg before the engine sees it.
+        /// [`FILL`] is a script's `fill`: the runner replaces it with the
+        /// size that fills a bg before the engine sees it.
         size: u64,
     },
     Free {
@@ -591,7 +597,7 @@ impl fmt::Display for Op {
         match self {
             Op::Start => f.write_str("start"),
             Op::Join => f.write_str("join"),
-            Op::Alloc { kind, size: 0 } => write!(f, "alloc {kind} fill"),
+            Op::Alloc { kind, size: FILL } => write!(f, "alloc {kind} fill"),
             Op::Alloc { kind, size } => write!(f, "alloc {kind} {}", fmt_size(*size)),
             Op::Free { extent } => write!(f, "free {extent}"),
             Op::RunDelayedRefs => f.write_str("run_delayed_refs"),
